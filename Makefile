@@ -1,0 +1,37 @@
+# `make run` and `make test` work on a fresh clone: they build the virtualenv
+# from requirements.txt first (again only when requirements.txt changes).
+SHELL := /bin/bash
+PYTHON ?= python3
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test setup migrate clean
+
+$(INSTALLED): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $(INSTALLED)
+
+setup: $(INSTALLED)
+
+migrate: $(INSTALLED)
+	$(PY) manage.py migrate --noinput
+
+# The API and one django-q2 worker, in the foreground; Ctrl-C stops both, and
+# if either one dies the other is stopped too.
+run: migrate
+	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ with one worker. Ctrl-C stops both."
+	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
+	@trap 'kill 0 2>/dev/null' EXIT; \
+	$(PY) manage.py qcluster & \
+	$(PY) manage.py runserver --noreload --insecure 127.0.0.1:$(PORT) & \
+	wait -n
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+clean:
+	rm -rf var/

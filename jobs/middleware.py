@@ -1,0 +1,44 @@
+import logging
+
+from django.db import DatabaseError
+
+from jobs.http import json_error
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+class JsonApiErrorsMiddleware:
+    """
+    Under /api/, errors Django itself would answer in HTML are JSON: bodies
+    over the size limit (DRF streams JSON bodies past Django's own check),
+    an unreachable database, anything unexpected.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith(API_PREFIX):
+            from django.conf import settings
+
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit:
+                return json_error(413, f"The request body is {length} bytes; the limit is {limit} bytes.")
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith(API_PREFIX):
+            return None
+        if isinstance(exception, DatabaseError):
+            logger.exception("database error while serving %s", request.path)
+            response = json_error(503, "The database is unavailable; try again shortly.")
+            response["Retry-After"] = "5"
+            return response
+        logger.exception("unexpected error while serving %s", request.path)
+        return json_error(500, "Internal server error.")

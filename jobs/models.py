@@ -1,0 +1,125 @@
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = {Status.COMPLETED, Status.FAILED, Status.CANCELLED}
+
+
+class JobQuerySet(models.QuerySet):
+    def for_user(self, user_id: str | None) -> "JobQuerySet":
+        """
+        The jobs a request may see. With a user_id, only that user's jobs
+        (filtered in the database); without one, every job: the seed
+        contract's admin view. Another user's job is then indistinguishable
+        from a missing one, which is the point.
+        """
+        if user_id is None:
+            return self
+        return self.filter(user_id=user_id)
+
+    def completed_videos(self) -> "JobQuerySet":
+        return self.filter(status=Status.COMPLETED).order_by("-completed_at", "-id")
+
+
+class VideoGenerationJob(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user_id = models.CharField(max_length=100)
+
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True, default="")
+    model_name = models.CharField(max_length=100)
+    fps = models.PositiveSmallIntegerField(default=24)
+    num_frames = models.PositiveSmallIntegerField()
+    width = models.PositiveSmallIntegerField()
+    height = models.PositiveSmallIntegerField()
+    num_inference_steps = models.PositiveSmallIntegerField()
+    guidance_scale = models.FloatField()
+    # Chosen at submit when the client gives none, so any video can be made
+    # again. NULL only on rows from before seeds were recorded.
+    seed = models.BigIntegerField(null=True, blank=True)
+
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    error_message = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    video = models.FileField(max_length=500, blank=True, db_column="output_file_path")
+    poster = models.FileField(max_length=500, blank=True)
+    file_size_bytes = models.BigIntegerField(null=True, blank=True)
+    video_duration_seconds = models.FloatField(null=True, blank=True)
+
+    submitted_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        db_table = "video_generation_jobs"
+        ordering = ["-submitted_at"]
+        indexes = [
+            # GET /videos?user_id=: one user's completed videos, newest first.
+            models.Index(
+                fields=["user_id", "-completed_at", "-id"],
+                name="job_user_completed_idx",
+                condition=models.Q(status="completed"),
+            ),
+            # GET /videos without user_id: everyone's completed videos.
+            models.Index(
+                fields=["-completed_at", "-id"],
+                name="job_completed_idx",
+                condition=models.Q(status="completed"),
+            ),
+            models.Index(fields=["status", "submitted_at"], name="job_status_submitted_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.user_id}, {self.status})"
+
+    def transition(self, to: Status, *, from_: set[Status], **fields) -> bool:
+        """
+        Move the job to status `to` if, in the database, it is still in one of
+        `from_`, setting `fields` in the same UPDATE. Returns False when it was
+        not (another process got there first), and then changes nothing, in
+        the database or on this instance. This is the only way status changes.
+        """
+        updated = (
+            type(self)
+            .objects.filter(pk=self.pk, status__in=list(from_))
+            .update(status=to, **fields)
+        )
+        if updated != 1:
+            return False
+        self.status = to
+        expressions = []
+        for name, value in fields.items():
+            if hasattr(value, "resolve_expression"):
+                expressions.append(name)
+            else:
+                setattr(self, name, value)
+        if expressions:
+            self.refresh_from_db(fields=expressions)
+        return True
+
+    def set_progress(self, progress: int) -> None:
+        """Record progress while running; a no-op once the job has left RUNNING."""
+        type(self).objects.filter(pk=self.pk, status=Status.RUNNING).update(progress=progress)
+        self.progress = progress
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def video_filename(self) -> str:
+        return f"{self.id}.mp4"

@@ -1,0 +1,221 @@
+"""
+Request and response shapes. Every response is a superset of the original
+FastAPI service's (api/schemas.py there), so its clients keep working.
+"""
+
+import unicodedata
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from generation.registry import served_models
+from jobs.models import Status, VideoGenerationJob
+
+# The original API's bounds; a model's own bounds may be tighter.
+FPS_RANGE = (1, 60)
+STEPS_RANGE = (1, 200)
+FRAMES_RANGE = (1, 200)
+GUIDANCE_RANGE = (0.1, 20.0)
+SEED_MAX = 2**63 - 1
+USER_ID_MAX_LENGTH = 100
+
+STATUS_MESSAGES = {
+    Status.PENDING: "Job is pending",
+    Status.RUNNING: "Job is running",
+    Status.COMPLETED: "Job completed successfully",
+    Status.CANCELLED: "Job was cancelled",
+}
+
+
+def has_control_characters(value: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value)
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of stringifying them."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def validate_user_id(value: str) -> str:
+    if has_control_characters(value):
+        raise serializers.ValidationError("user_id must not contain control characters.")
+    return value
+
+
+class GenerationRequest(serializers.Serializer):
+    user_id = StrictCharField(max_length=USER_ID_MAX_LENGTH, validators=[validate_user_id])
+    prompt = StrictCharField(max_length=settings.VIDEOGEN_MAX_PROMPT_LENGTH)
+    negative_prompt = StrictCharField(
+        required=False, allow_blank=True, default="", max_length=settings.VIDEOGEN_MAX_PROMPT_LENGTH
+    )
+    model = StrictCharField(required=False)
+    fps = serializers.IntegerField(required=False, default=24, min_value=FPS_RANGE[0], max_value=FPS_RANGE[1])
+    num_frames = serializers.IntegerField(
+        required=False, default=36, min_value=FRAMES_RANGE[0], max_value=FRAMES_RANGE[1]
+    )
+    width = serializers.IntegerField(required=False, min_value=1)
+    height = serializers.IntegerField(required=False, min_value=1)
+    num_inference_steps = serializers.IntegerField(
+        required=False, default=50, min_value=STEPS_RANGE[0], max_value=STEPS_RANGE[1]
+    )
+    guidance_scale = serializers.FloatField(
+        required=False, default=4.5, min_value=GUIDANCE_RANGE[0], max_value=GUIDANCE_RANGE[1]
+    )
+    seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
+    num_videos_per_prompt = serializers.IntegerField(required=False, default=1, min_value=1)
+
+    def validate_num_videos_per_prompt(self, value: int) -> int:
+        if value != 1:
+            raise serializers.ValidationError(
+                "Each job makes one video: submit several jobs to get several videos for one prompt."
+            )
+        return value
+
+    def validate_model(self, value: str) -> str:
+        models = served_models()
+        if value not in models:
+            raise serializers.ValidationError(
+                f"Unknown model {value!r}. This server serves: {', '.join(models)}."
+            )
+        return value
+
+    def validate(self, data: dict) -> dict:
+        models = served_models()
+        data.setdefault("model", settings.VIDEOGEN_DEFAULT_MODEL)
+        spec = models[data["model"]]
+        data.setdefault("width", spec.width)
+        data.setdefault("height", spec.height)
+        errors: dict[str, list[str]] = {}
+
+        if data["num_frames"] > spec.max_frames:
+            errors["num_frames"] = [f"Model {spec.name} makes at most {spec.max_frames} frames."]
+        if data["num_inference_steps"] > spec.max_steps:
+            errors["num_inference_steps"] = [f"Model {spec.name} takes at most {spec.max_steps} steps."]
+        for name, maximum in (("width", spec.max_width), ("height", spec.max_height)):
+            value = data[name]
+            if not spec.min_size <= value <= maximum:
+                errors[name] = [f"Model {spec.name} needs a {name} between {spec.min_size} and {maximum} pixels."]
+            elif value % spec.size_multiple:
+                errors[name] = [f"Model {spec.name} needs a {name} that is a multiple of {spec.size_multiple}."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """The job status response: the original's {job_id, status, message, result} and ours."""
+
+    job_id = serializers.UUIDField(source="id", read_only=True)
+    message = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+    model = serializers.CharField(source="model_name")
+    created_at = serializers.DateTimeField(source="submitted_at")
+    video_url = serializers.SerializerMethodField()
+    poster_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VideoGenerationJob
+        fields = [
+            "job_id",
+            "status",
+            "message",
+            "result",
+            "user_id",
+            "progress",
+            "error_message",
+            "prompt",
+            "negative_prompt",
+            "model",
+            "fps",
+            "num_frames",
+            "width",
+            "height",
+            "num_inference_steps",
+            "guidance_scale",
+            "seed",
+            "attempts",
+            "submitted_at",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "video_url",
+            "poster_url",
+            "file_size_bytes",
+            "video_duration_seconds",
+        ]
+        read_only_fields = fields
+
+    def get_message(self, job: VideoGenerationJob) -> str:
+        if job.status == Status.FAILED:
+            return f"Job failed: {job.error_message}"
+        return STATUS_MESSAGES[job.status]
+
+    def get_result(self, job: VideoGenerationJob) -> str | None:
+        # The original returned the video's location once completed.
+        return self.get_video_url(job)
+
+    def get_video_url(self, job: VideoGenerationJob) -> str | None:
+        if job.status != Status.COMPLETED or not job.video:
+            return None
+        return self._absolute(reverse("download", kwargs={"job_id": job.id}))
+
+    def get_poster_url(self, job: VideoGenerationJob) -> str | None:
+        if job.status != Status.COMPLETED or not job.poster:
+            return None
+        return self._absolute(reverse("poster", kwargs={"job_id": job.id}))
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class SubmissionSerializer(JobSerializer):
+    """The submit response: the original's {success, job_id, message} and the job."""
+
+    success = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = ["success", *JobSerializer.Meta.fields]
+        read_only_fields = fields
+
+    def get_success(self, job: VideoGenerationJob) -> bool:
+        return True
+
+    def get_message(self, job: VideoGenerationJob) -> str:
+        if job.status == Status.PENDING:
+            return "Generation job submitted successfully"
+        return super().get_message(job)
+
+
+class VideoInfo(JobSerializer):
+    """One completed video: the original's {job_id, user_id, filename, file_size, created_at, status} and ours."""
+
+    filename = serializers.CharField(source="video_filename")
+    file_size = serializers.IntegerField(source="file_size_bytes")
+
+    class Meta(JobSerializer.Meta):
+        fields = [
+            "job_id",
+            "user_id",
+            "filename",
+            "file_size",
+            "created_at",
+            "status",
+            "completed_at",
+            "video_url",
+            "poster_url",
+            "prompt",
+            "model",
+            "fps",
+            "num_frames",
+            "width",
+            "height",
+            "seed",
+            "video_duration_seconds",
+        ]
+        read_only_fields = fields

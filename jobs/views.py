@@ -1,0 +1,209 @@
+import logging
+import uuid
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from rest_framework import exceptions, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
+
+from jobs.http import json_error, ranged_file_response
+from jobs.models import Status, VideoGenerationJob
+from jobs.serializers import (
+    GenerationRequest,
+    JobSerializer,
+    SubmissionSerializer,
+    USER_ID_MAX_LENGTH,
+    VideoInfo,
+    has_control_characters,
+)
+from jobs.services import job_create
+
+logger = logging.getLogger(__name__)
+
+# Counting is bounded so the unfiltered list stays fast on a huge table; past
+# this, `total` is the cap and `total_is_exact` is false.
+TOTAL_COUNT_CAP = 10_000
+NO_SUCH_JOB = "No such job."
+
+
+def api_exception_handler(exc, context):
+    """DRF errors as {"detail": "...", "errors": {field: [...]}}; the database down is a 503."""
+    if isinstance(exc, DatabaseError):
+        logger.exception("database error while serving %s", context["request"].path)
+        return Response(
+            {"detail": "The database is unavailable; try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        summary = "; ".join(f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items())
+        response.data = {"detail": f"Invalid request. {summary}", "errors": errors}
+    return response
+
+
+def requested_user_id(request) -> str | None:
+    """The optional ?user_id= filter, stripped like the one given at submit."""
+    raw = request.query_params.get("user_id")
+    if raw is None:
+        return None
+    user_id = raw.strip()
+    problem = None
+    if not user_id:
+        problem = "user_id must not be blank when given."
+    elif len(user_id) > USER_ID_MAX_LENGTH:
+        problem = f"user_id has at most {USER_ID_MAX_LENGTH} characters."
+    elif has_control_characters(user_id):
+        problem = "user_id must not contain control characters."
+    if problem:
+        raise exceptions.ValidationError({"user_id": [problem]})
+    return user_id
+
+
+def get_visible_job(request, job_id: str) -> VideoGenerationJob:
+    """The job, if it exists and the request's user_id may see it; else 404, alike."""
+    user_id = requested_user_id(request)
+    try:
+        pk = uuid.UUID(str(job_id))
+    except ValueError:
+        raise exceptions.NotFound(NO_SUCH_JOB)
+    job = VideoGenerationJob.objects.for_user(user_id).filter(pk=pk).first()
+    if job is None:
+        raise exceptions.NotFound(NO_SUCH_JOB)
+    return job
+
+
+class GenerateView(APIView):
+    def post(self, request):
+        serializer = GenerationRequest(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        job = job_create(
+            user_id=data["user_id"],
+            prompt=data["prompt"],
+            negative_prompt=data["negative_prompt"],
+            model_name=data["model"],
+            fps=data["fps"],
+            num_frames=data["num_frames"],
+            width=data["width"],
+            height=data["height"],
+            num_inference_steps=data["num_inference_steps"],
+            guidance_scale=data["guidance_scale"],
+            seed=data["seed"],
+        )
+        body = SubmissionSerializer(job, context={"request": request}).data
+        location = request.build_absolute_uri(f"/api/v1/job/{job.id}")
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+class JobView(APIView):
+    def get(self, request, job_id):
+        job = get_visible_job(request, job_id)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class VideoCursorPagination(CursorPagination):
+    ordering = ("-completed_at", "-id")
+    page_size_query_param = "page_size"
+
+    def __init__(self):
+        self.page_size = settings.VIDEOGEN_PAGE_SIZE
+        self.max_page_size = settings.VIDEOGEN_MAX_PAGE_SIZE
+
+    def paginate_queryset(self, queryset, request, view=None):
+        counted = queryset.order_by()[: TOTAL_COUNT_CAP + 1].count()
+        self.total = min(counted, TOTAL_COUNT_CAP)
+        self.total_is_exact = counted <= TOTAL_COUNT_CAP
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "videos": data,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "total": self.total,
+                "total_is_exact": self.total_is_exact,
+            }
+        )
+
+
+class VideosView(APIView):
+    def get(self, request):
+        queryset = VideoGenerationJob.objects.for_user(requested_user_id(request)).completed_videos()
+        paginator = VideoCursorPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(VideoInfo(page, many=True, context={"request": request}).data)
+
+
+class _JobFileView(APIView):
+    field_name: str
+    content_type: str
+
+    def get(self, request, job_id):
+        job = get_visible_job(request, job_id)
+        if job.status != Status.COMPLETED:
+            return json_error(
+                409,
+                f"The job is {job.status}; its video can be downloaded once it is completed.",
+                job_id=str(job.id),
+                status=job.status,
+            )
+        stored = getattr(job, self.field_name)
+        try:
+            file = stored.storage.open(stored.name, "rb")
+            size = stored.storage.size(stored.name)
+        except (FileNotFoundError, ValueError):
+            logger.error("job=%s user_id=%s completed but %s is missing", job.id, job.user_id, stored.name)
+            return json_error(410, "The job completed but its file is no longer stored.", job_id=str(job.id))
+        filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
+        return ranged_file_response(request, file, size=size, content_type=self.content_type, filename=filename)
+
+
+class DownloadView(_JobFileView):
+    field_name = "video"
+    content_type = "video/mp4"
+
+
+class PosterView(_JobFileView):
+    field_name = "poster"
+    content_type = "image/jpeg"
+
+
+class HealthView(APIView):
+    def get(self, request):
+        checks = {"database": _check_database(), "broker": _check_broker()}
+        healthy = all(check == "ok" for check in checks.values())
+        return Response(
+            {"status": "healthy" if healthy else "unhealthy", "checks": checks},
+            status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:
+        return f"unavailable: {exc}"
+
+
+def _check_broker() -> str:
+    from django_q.brokers import get_broker
+
+    try:
+        broker = get_broker()
+        if settings.REDIS_URL:
+            broker.ping()
+        else:
+            # The ORM broker's ping() always says yes; ask its table instead.
+            broker.queue_size()
+        return "ok"
+    except Exception as exc:
+        return f"unavailable: {exc}"

@@ -1,0 +1,247 @@
+"""
+Settings for videogen.
+
+Everything is read from the environment once, here. With nothing set, the
+service runs embedded: SQLite and django-q2's ORM broker under ./var, the
+`tiny-random` model, so a fresh clone works with no server. The README lists
+every variable.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envstr(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def envint(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def envfloat(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}")
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DATA_DIR = Path(envstr("VIDEOGEN_DATA_DIR", str(BASE_DIR / "var")))
+
+DEBUG = envbool("VIDEOGEN_DEBUG", False)
+# The default is fine for a laptop; the admin's sessions are signed with it,
+# so set a real one anywhere other people can reach the server (docker/ does).
+SECRET_KEY = envstr("VIDEOGEN_SECRET_KEY", "videogen-insecure-development-key")
+ALLOWED_HOSTS = envlist("VIDEOGEN_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("VIDEOGEN_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "jobs",
+    "generation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "jobs.middleware.JsonApiErrorsMiddleware",
+]
+
+ROOT_URLCONF = "videogen.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "videogen.wsgi.application"
+ASGI_APPLICATION = "videogen.asgi.application"
+
+# --- Database -----------------------------------------------------------------
+# SQLite by default. The API and the worker are separate processes writing the
+# same file, so WAL lets readers go on while a write happens, busy_timeout makes
+# a writer wait for the lock instead of failing, and IMMEDIATE transactions take
+# the write lock up front (a deferred transaction that upgrades later can fail
+# with "database is locked" without waiting).
+_sqlite_path = DATA_DIR / "db.sqlite3"
+DATABASE_URL = envstr("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=envint("VIDEOGEN_DB_CONN_MAX_AGE", 60, minimum=0),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _sqlite_path}}
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+    # Tests start real qcluster processes, which cannot see an in-memory
+    # database: the test database is a file next to the real one.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Static and media ---------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+MEDIA_ROOT = Path(envstr("VIDEOGEN_MEDIA_ROOT", str(DATA_DIR / "media")))
+# Media is never served from MEDIA_URL: videos go out through the download
+# view, which checks ownership and honours HTTP Range.
+MEDIA_URL = "media/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- API ----------------------------------------------------------------------
+# Bodies larger than this are refused with a JSON 413 before they are parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("VIDEOGEN_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # The seed contract: no authentication, user_id is trusted from the request.
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "jobs.views.api_exception_handler",
+}
+
+VIDEOGEN_PAGE_SIZE = envint("VIDEOGEN_PAGE_SIZE", 20, minimum=1)
+VIDEOGEN_MAX_PAGE_SIZE = envint("VIDEOGEN_MAX_PAGE_SIZE", 100, minimum=1)
+VIDEOGEN_MAX_PROMPT_LENGTH = envint("VIDEOGEN_MAX_PROMPT_LENGTH", 2000, minimum=1)
+# Rows created before jobs had owners get this user_id in the backfill migration.
+VIDEOGEN_LEGACY_USER_ID = envstr("VIDEOGEN_LEGACY_USER_ID", "anonymous")
+
+# --- Generation ---------------------------------------------------------------
+VIDEOGEN_DEFAULT_MODEL = envstr("VIDEOGEN_DEFAULT_MODEL", "tiny-random")
+# The models this deployment serves; the registry in generation/registry.py
+# knows more. A real model needs its weights on disk or in the HF cache.
+VIDEOGEN_MODELS = envlist("VIDEOGEN_MODELS", [VIDEOGEN_DEFAULT_MODEL])
+VIDEOGEN_DEVICE = envstr("VIDEOGEN_DEVICE", "auto")
+# Seconds between progress writes to the job row while a job denoises.
+VIDEOGEN_PROGRESS_INTERVAL = envfloat("VIDEOGEN_PROGRESS_INTERVAL", 0.5)
+
+# --- Worker (django-q2) -------------------------------------------------------
+VIDEOGEN_WORKERS = envint("VIDEOGEN_WORKERS", 1, minimum=1)
+# torch threads per worker process: the cores divided among the workers, so
+# two workers on a 2-core box don't each start two threads and thrash.
+VIDEOGEN_TORCH_THREADS = envint(
+    "VIDEOGEN_TORCH_THREADS", max(1, (os.cpu_count() or 1) // VIDEOGEN_WORKERS), minimum=1
+)
+VIDEOGEN_JOB_TIMEOUT = envint("VIDEOGEN_JOB_TIMEOUT", 3600, minimum=10)
+REDIS_URL = envstr("REDIS_URL", "")
+
+Q_CLUSTER = {
+    "name": envstr("VIDEOGEN_QUEUE_NAME", "videogen"),
+    "workers": VIDEOGEN_WORKERS,
+    # One job at a time per worker; a worker process keeps its pipeline loaded,
+    # so recycling it would reload the model: only do it rarely.
+    "recycle": 1000,
+    # django-q2 raises TimeoutException (a SystemExit) in the task after
+    # `timeout` seconds; the task marks the job failed before re-raising.
+    "timeout": VIDEOGEN_JOB_TIMEOUT,
+    # A dequeued task stays locked for `retry` seconds, then the ORM broker
+    # delivers it again. The pusher prefetches up to `queue_limit` tasks per
+    # worker and can hold one more while the queue is full, so a task may wait
+    # behind two full runs before its own starts: the lock must outlast three
+    # timeouts or a slow-but-healthy job would be delivered twice. (Our claim is
+    # a conditional update, so a second delivery is a no-op anyway.)
+    "queue_limit": VIDEOGEN_WORKERS,
+    "retry": VIDEOGEN_JOB_TIMEOUT * 3 + 60,
+    # The task records failures on the job itself; never let the broker re-run
+    # a task blindly (the original retried out-of-memory errors three times).
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": envfloat("VIDEOGEN_QUEUE_POLL", 0.2),
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Logging ------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": envstr("VIDEOGEN_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
