@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from generation.encoding import encode_mp4, write_poster
+from jobs.models import Status, VideoGenerationJob
+
+# Small enough that a real tiny-random generation takes well under a second.
+FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "fps": 8}
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def make_job(db):
+    def make(**fields) -> VideoGenerationJob:
+        values = {
+            "user_id": "alice",
+            "prompt": "a cat running on the beach",
+            "model_name": "tiny-random",
+            "seed": 42,
+            **FAST_JOB,
+            "guidance_scale": 4.5,
+            **fields,
+        }
+        return VideoGenerationJob.objects.create(**values)
+
+    return make
+
+
+def gradient_frames(count: int, height: int, width: int) -> np.ndarray:
+    """Frames that differ from each other, so a decoder cannot collapse them."""
+    frames = np.zeros((count, height, width, 3), dtype=np.uint8)
+    for index in range(count):
+        frames[index, :, :, 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+        frames[index, :, :, 1] = (index * 255) // max(count - 1, 1)
+        frames[index, :, :, 2] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
+    return frames
+
+
+@pytest.fixture
+def make_completed_job(make_job, media_root):
+    """A completed job with a real MP4 and poster in storage (encoded, not generated)."""
+
+    def make(**fields) -> VideoGenerationJob:
+        from django.utils import timezone
+
+        job = make_job(status=Status.COMPLETED, progress=100, completed_at=timezone.now(), **fields)
+        frames = gradient_frames(job.num_frames, job.height, job.width)
+        (media_root / "videos").mkdir(parents=True, exist_ok=True)
+        (media_root / "posters").mkdir(parents=True, exist_ok=True)
+        video = encode_mp4(frames, media_root / "videos" / f"{job.id}.mp4", fps=job.fps)
+        write_poster(frames[0], media_root / "posters" / f"{job.id}.jpg")
+        VideoGenerationJob.objects.filter(pk=job.pk).update(
+            video=f"videos/{job.id}.mp4",
+            poster=f"posters/{job.id}.jpg",
+            file_size_bytes=video.stat().st_size,
+        )
+        job.refresh_from_db()
+        return job
+
+    return make

@@ -1,0 +1,119 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from generation import pipelines
+from generation.pipelines import GenerationParams, ModelLoadError, generate_frames, load_pipeline
+from generation.registry import REGISTRY, get_spec
+
+TINY = get_spec("tiny-random")
+
+
+def params(**overrides) -> GenerationParams:
+    values = dict(
+        prompt="a cat running over the mountains at sunset",
+        negative_prompt="",
+        width=64,
+        height=48,
+        num_frames=9,
+        num_inference_steps=2,
+        guidance_scale=4.5,
+        seed=7,
+    )
+    values.update(overrides)
+    return GenerationParams(**values)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pipelines():
+    pipelines.release_pipelines()
+    yield
+    pipelines.release_pipelines()
+
+
+@pytest.mark.parametrize("asked, generated", [(1, 1), (2, 5), (5, 5), (6, 9), (36, 37), (49, 49)])
+def test_frame_counts_round_up_to_the_form_cogvideox_needs(asked, generated):
+    assert TINY.valid_frame_count(asked) == generated
+
+
+def test_tiny_random_is_a_real_cogvideox_pipeline():
+    from diffusers import CogVideoXPipeline
+
+    pipeline = load_pipeline(TINY)
+
+    assert type(pipeline) is CogVideoXPipeline
+    assert pipeline.vae_scale_factor_spatial == 8
+    assert pipeline.vae_scale_factor_temporal == 4
+    assert not pipeline.transformer.training and not pipeline.vae.training and not pipeline.text_encoder.training
+
+
+def test_the_tiny_tokenizer_turns_words_into_known_pieces():
+    tokenizer = load_pipeline(TINY).tokenizer
+
+    ids = tokenizer("A cat running, over zebra-like mountains!")["input_ids"]
+
+    assert tokenizer.unk_token_id not in ids
+
+
+@pytest.mark.parametrize("num_frames", [1, 6, 9, 10])
+def test_it_returns_exactly_the_frames_asked_for(num_frames):
+    frames = generate_frames(TINY, params(num_frames=num_frames))
+
+    assert frames.shape == (num_frames, 48, 64, 3)
+    assert frames.dtype == np.uint8
+
+
+def test_the_same_seed_gives_the_same_frames_and_another_seed_does_not():
+    first = generate_frames(TINY, params(seed=11))
+    again = generate_frames(TINY, params(seed=11))
+    other = generate_frames(TINY, params(seed=12))
+
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_it_reports_every_denoising_step():
+    steps = []
+
+    generate_frames(TINY, params(num_inference_steps=4), on_step=lambda done, total: steps.append((done, total)))
+
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_a_pipeline_is_loaded_once_per_process():
+    assert load_pipeline(TINY) is load_pipeline(TINY)
+
+
+def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_frames(tmp_path, monkeypatch):
+    from diffusers import CogVideoXPipeline
+
+    expected = generate_frames(TINY, params())
+    load_pipeline(TINY).save_pretrained(tmp_path / "CogVideoX-tiny")
+    pipelines.release_pipelines()
+    # The real CogVideoX-2b spec, pointed at a local directory as an operator would.
+    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "CogVideoX-tiny"))
+    real_spec = dataclasses.replace(REGISTRY["cogvideox-2b"], max_sequence_length=TINY.max_sequence_length)
+
+    loaded = load_pipeline(real_spec)
+    frames = generate_frames(real_spec, params())
+
+    assert type(loaded) is CogVideoXPipeline
+    assert np.array_equal(frames, expected)
+
+
+def test_switching_models_keeps_one_pipeline_loaded(tmp_path, monkeypatch):
+    load_pipeline(TINY).save_pretrained(tmp_path / "saved")
+    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "saved"))
+
+    load_pipeline(REGISTRY["cogvideox-2b"])
+
+    assert list(pipelines._loaded) == ["cogvideox-2b"]
+
+
+def test_missing_weights_fail_with_a_readable_model_load_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "not-there"))
+
+    with pytest.raises(ModelLoadError, match="could not load model 'cogvideox-2b' from .*not-there"):
+        load_pipeline(REGISTRY["cogvideox-2b"])
