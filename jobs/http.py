@@ -8,8 +8,8 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK_SIZE = 64 * 1024
 
 
-def json_error(status: int, detail: str, **extra) -> JsonResponse:
-    return JsonResponse({"detail": detail, **extra}, status=status)
+def json_error(http_status: int, detail: str, **extra) -> JsonResponse:
+    return JsonResponse({"detail": detail, **extra}, status=http_status)
 
 
 def _iter_range(file, start: int, length: int):

@@ -154,6 +154,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Static and media ---------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# collectstatic fills it for gunicorn; it must exist even before that, or
+# WhiteNoise warns on every start.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(envstr("VIDEOGEN_MEDIA_ROOT", str(DATA_DIR / "media")))
 # Media is never served from MEDIA_URL: videos go out through the download
 # view, which checks ownership and honours HTTP Range.

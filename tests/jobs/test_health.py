@@ -1,0 +1,28 @@
+from django.db import connection
+
+
+def test_it_is_healthy_when_the_database_and_broker_answer(api, db):
+    response = api.get("/api/v1/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_it_is_a_503_naming_what_is_down_when_the_database_is_unreachable(api, transactional_db):
+    saved = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent-dir/db.sqlite3"
+    else:
+        connection.settings_dict["PORT"] = "1"
+    try:
+        response = api.get("/api/v1/health")
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unhealthy"
+    assert body["checks"]["database"].startswith("unavailable")

@@ -1,0 +1,109 @@
+from datetime import timedelta
+
+from django.utils import timezone
+
+from jobs.models import Status, VideoGenerationJob
+
+ORIGINAL_VIDEO_INFO = {"job_id", "user_id", "filename", "file_size", "created_at", "status"}
+
+
+def completed(make_job, user_id: str, minutes_ago: int) -> VideoGenerationJob:
+    return make_job(
+        user_id=user_id,
+        status=Status.COMPLETED,
+        completed_at=timezone.now() - timedelta(minutes=minutes_ago),
+        video="videos/x.mp4",
+        file_size_bytes=1000 + minutes_ago,
+    )
+
+
+def test_it_lists_only_completed_videos_newest_first(api, make_job):
+    older = completed(make_job, "alice", minutes_ago=10)
+    newer = completed(make_job, "bob", minutes_ago=1)
+    make_job(status=Status.PENDING)
+    make_job(status=Status.FAILED)
+
+    body = api.get("/api/v1/videos").json()
+
+    assert [video["job_id"] for video in body["videos"]] == [str(newer.id), str(older.id)]
+    assert body["total"] == 2
+
+
+def test_with_user_id_it_lists_only_that_users_videos(api, make_job):
+    mine = completed(make_job, "alice", minutes_ago=5)
+    completed(make_job, "bob", minutes_ago=1)
+
+    body = api.get("/api/v1/videos?user_id=alice").json()
+
+    assert [video["job_id"] for video in body["videos"]] == [str(mine.id)]
+    assert body["total"] == 1
+
+
+def test_each_video_has_the_original_fields_and_its_owner(api, make_job):
+    job = completed(make_job, "alice", minutes_ago=1)
+
+    [video] = api.get("/api/v1/videos").json()["videos"]
+
+    assert ORIGINAL_VIDEO_INFO <= set(video)
+    assert video["user_id"] == "alice"
+    assert video["filename"] == f"{job.id}.mp4"
+    assert video["file_size"] == 1001
+    assert video["status"] == "completed"
+    assert video["video_url"].endswith(f"/api/v1/download/{job.id}")
+
+
+def test_pages_follow_cursor_links_without_gaps_or_repeats(api, make_job, settings):
+    settings.VIDEOGEN_PAGE_SIZE = 2
+    jobs = [completed(make_job, "alice", minutes_ago=minutes) for minutes in range(5)]
+
+    seen, url, pages = [], "/api/v1/videos?user_id=alice", 0
+    while url:
+        body = api.get(url).json()
+        seen += [video["job_id"] for video in body["videos"]]
+        url, pages = body["next"], pages + 1
+
+    assert seen == [str(job.id) for job in jobs]
+    assert pages == 3
+
+
+def test_the_previous_link_goes_back(api, make_job, settings):
+    settings.VIDEOGEN_PAGE_SIZE = 2
+    for minutes in range(4):
+        completed(make_job, "alice", minutes_ago=minutes)
+    first = api.get("/api/v1/videos").json()
+
+    second = api.get(first["next"]).json()
+    back = api.get(second["previous"]).json()
+
+    assert back["videos"] == first["videos"]
+
+
+def test_page_size_is_bounded(api, make_job, settings):
+    settings.VIDEOGEN_MAX_PAGE_SIZE = 3
+    for minutes in range(5):
+        completed(make_job, "alice", minutes_ago=minutes)
+
+    body = api.get("/api/v1/videos?page_size=1000").json()
+
+    assert len(body["videos"]) == 3
+
+
+def test_a_garbage_cursor_is_a_404_not_a_500(api, db):
+    response = api.get("/api/v1/videos?cursor=garbage")
+
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Invalid cursor"
+
+
+def test_a_user_with_no_videos_gets_an_empty_list(api, db):
+    body = api.get("/api/v1/videos?user_id=nobody").json()
+
+    assert body == {"videos": [], "next": None, "previous": None, "total": 0, "total_is_exact": True}
+
+
+def test_the_list_does_one_query_for_the_page_and_one_for_the_total(api, make_job, django_assert_num_queries):
+    for minutes in range(5):
+        completed(make_job, "alice", minutes_ago=minutes)
+
+    with django_assert_num_queries(2):
+        api.get("/api/v1/videos")
