@@ -39,11 +39,12 @@ class ProgressWriter:
     def __init__(self, job: VideoGenerationJob, interval: float):
         self.job = job
         self.interval = interval
-        self.last_write = 0.0
+        self.last_write: float | None = None
 
     def __call__(self, step: int, total: int) -> None:
         now = time.monotonic()
-        if step < total and now - self.last_write < self.interval:
+        # The first and last steps are always written, the rest at most once per interval.
+        if step < total and self.last_write is not None and now - self.last_write < self.interval:
             return
         self.last_write = now
         self.job.set_progress(step * DENOISE_SHARE // total)
@@ -95,7 +96,6 @@ def job_run(job: VideoGenerationJob) -> None:
             device=settings.VIDEOGEN_DEVICE,
             on_step=ProgressWriter(job, settings.VIDEOGEN_PROGRESS_INTERVAL),
         )
-        job.set_progress(DENOISE_SHARE)
         with tempfile.TemporaryDirectory(prefix="videogen-") as workdir:
             video_path = encode_mp4(frames, Path(workdir) / job.video_filename, fps=job.fps)
             poster_path = write_poster(frames[0], Path(workdir) / f"{job.id}.jpg")
