@@ -17,7 +17,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def envstr(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    # Empty counts as unset, as it does for the other helpers.
+    return os.environ.get(name) or default
 
 
 def envint(name: str, default: int, *, minimum: int | None = None) -> int:
