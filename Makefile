@@ -20,14 +20,15 @@ setup: $(INSTALLED)
 migrate: $(INSTALLED)
 	$(PY) manage.py migrate --noinput
 
-# The API and one django-q2 worker, in the foreground; Ctrl-C stops both, and
-# if either one dies the other is stopped too.
+# The API and one django-q2 worker, in the foreground. Ctrl-C stops both (the
+# worker first finishes the job it is running); if either dies, the other is
+# stopped too. Background jobs of a script ignore SIGINT, hence the trap.
 run: migrate
 	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ with one worker. Ctrl-C stops both."
 	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
-	@trap 'kill 0 2>/dev/null' EXIT; \
-	$(PY) manage.py qcluster & \
-	$(PY) manage.py runserver --noreload --insecure 127.0.0.1:$(PORT) & \
+	@$(PY) manage.py qcluster & worker=$$!; \
+	$(PY) manage.py runserver --noreload --insecure 127.0.0.1:$(PORT) & web=$$!; \
+	trap 'kill -TERM $$worker $$web 2>/dev/null; wait $$worker $$web' INT TERM EXIT; \
 	wait -n
 
 test: $(INSTALLED)

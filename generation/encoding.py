@@ -4,6 +4,7 @@ playback. Files are written under a temporary name and renamed into place, so
 no reader ever sees half a file.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def encode_mp4(frames: np.ndarray, path: Path, *, fps: int) -> Path:
         writer.close()
         os.replace(partial, path)
     except Exception as exc:
-        writer.close()
+        with contextlib.suppress(Exception):
+            writer.close()
         partial.unlink(missing_ok=True)
         raise EncodingError(f"could not encode MP4: {exc}") from exc
     return path

@@ -174,7 +174,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("VIDEOGEN_MAX_BODY_BYTES", 64 * 1024, minim
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["jobs.parsers.SafeJSONParser"],
     # The seed contract: no authentication, user_id is trusted from the request.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],

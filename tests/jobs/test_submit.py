@@ -188,6 +188,33 @@ def test_malformed_json_is_a_json_400(api, db):
     assert "JSON parse error" in response.json()["detail"]
 
 
+def test_deeply_nested_json_is_a_400_not_a_crash(api, db):
+    response = api.post("/api/v1/generate", "[" * 30000 + "]" * 30000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ('"guidance_scale": 1e400', "guidance_scale"),
+        ('"num_frames": 1e400', "num_frames"),
+        ('"seed": 1e30', "seed"),
+        ('"fps": "' + "9" * 5000 + '"', "fps"),
+        ('"user_id": {"a": 1}', "user_id"),
+        ('"prompt": "lone surrogate \\ud800"', "prompt"),
+    ],
+)
+def test_hostile_values_are_400s_naming_the_field(api, db, extra, field):
+    raw = '{"user_id": "u", "prompt": "p", ' + extra + "}"
+
+    response = api.post("/api/v1/generate", raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
+
+
 def test_a_json_body_that_is_not_an_object_is_a_400(api, db):
     response = api.post("/api/v1/generate", "[1, 2]", content_type="application/json")
 
