@@ -11,7 +11,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db.models import F
 from django.utils import timezone
 
 from generation.encoding import encode_mp4, write_poster
@@ -66,7 +65,6 @@ def job_run(job: VideoGenerationJob) -> None:
         from_={Status.PENDING},
         started_at=timezone.now(),
         progress=0,
-        attempts=F("attempts") + 1,
     )
     if not claimed:
         job.refresh_from_db(fields=["status"])

@@ -13,6 +13,19 @@ class Status(models.TextChoices):
 
 
 FINISHED = {Status.COMPLETED, Status.FAILED, Status.CANCELLED}
+ACTIVE = {Status.PENDING, Status.RUNNING}
+
+
+class ErrorCode(models.TextChoices):
+    """Why a job failed, so operators can filter and clients can react."""
+
+    OUT_OF_MEMORY = "out_of_memory"
+    INVALID_INPUT = "invalid_input"
+    MODEL_LOAD = "model_load"
+    ENCODE = "encode"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal"
 
 
 class JobQuerySet(models.QuerySet):
@@ -51,10 +64,20 @@ class VideoGenerationJob(models.Model):
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
     error_message = models.TextField(blank=True, default="")
-    attempts = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True, default="")
+    # Times the job has been queued to run: 1 at submit, +1 for each re-run.
+    attempts = models.PositiveSmallIntegerField(default=1)
+    # Which worker process holds a running job, and when it last said so.
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # How the video was made, for reproducing it: model revision, dtype,
+    # device, scheduler, library versions.
+    run_info = models.JSONField(default=dict, blank=True)
 
     video = models.FileField(max_length=500, blank=True, db_column="output_file_path")
     poster = models.FileField(max_length=500, blank=True)
+    # A small animated preview for people browsing jobs.
+    preview = models.FileField(max_length=500, blank=True)
     file_size_bytes = models.BigIntegerField(null=True, blank=True)
     video_duration_seconds = models.FloatField(null=True, blank=True)
 
@@ -81,6 +104,11 @@ class VideoGenerationJob(models.Model):
                 condition=models.Q(status="completed"),
             ),
             models.Index(fields=["status", "submitted_at"], name="job_status_submitted_idx"),
+            # The admin: newest first, and its filters.
+            models.Index(fields=["submitted_at"], name="job_submitted_idx"),
+            models.Index(fields=["user_id", "submitted_at"], name="job_user_submitted_idx"),
+            models.Index(fields=["model_name", "submitted_at"], name="job_model_submitted_idx"),
+            models.Index(fields=["error_code", "submitted_at"], name="job_error_submitted_idx"),
         ]
 
     def __str__(self) -> str:

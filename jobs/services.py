@@ -4,7 +4,9 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.models import Status, VideoGenerationJob
+from django.db.models import F
+
+from jobs.models import ACTIVE, Status, VideoGenerationJob
 
 logger = logging.getLogger(__name__)
 
@@ -70,3 +72,37 @@ def job_enqueue(job: VideoGenerationJob) -> None:
         )
     else:
         logger.info("job=%s user_id=%s queued on model %s", job.id, job.user_id, job.model_name)
+
+
+def job_cancel(job: VideoGenerationJob) -> bool:
+    """
+    Cancel a pending or running job. A pending one never starts; a running
+    one is interrupted by its worker at the next denoising step, which keeps
+    no video. False when the job had already finished.
+    """
+    return job.transition(Status.CANCELLED, from_=ACTIVE, completed_at=timezone.now())
+
+
+def job_rerun(job: VideoGenerationJob) -> bool:
+    """
+    Put a failed job back in the queue with its parameters (seed included),
+    counting one more attempt. A conditional update: when two callers race,
+    or the job is no longer failed, exactly one or neither succeeds, so a job
+    is never queued twice. False when it was not failed.
+    """
+    with transaction.atomic():
+        requeued = job.transition(
+            Status.PENDING,
+            from_={Status.FAILED},
+            attempts=F("attempts") + 1,
+            progress=0,
+            error_message="",
+            error_code="",
+            started_at=None,
+            completed_at=None,
+            worker="",
+            heartbeat_at=None,
+        )
+        if requeued:
+            transaction.on_commit(lambda: job_enqueue(job))
+    return requeued

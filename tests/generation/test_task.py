@@ -74,7 +74,7 @@ def test_a_cancelled_job_is_not_run(make_job):
     generate_video(str(job.id), job.user_id)
 
     job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.CANCELLED, 0)
+    assert (job.status, job.started_at) == (Status.CANCELLED, None)
 
 
 def test_a_missing_job_is_logged_and_skipped(db, caplog):

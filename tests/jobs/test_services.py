@@ -1,0 +1,63 @@
+import pytest
+from django_q.models import OrmQ
+
+from jobs.models import Status
+from jobs.services import job_cancel, job_rerun
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.RUNNING])
+def test_an_active_job_can_be_cancelled(make_job, status):
+    job = make_job(status=status)
+
+    assert job_cancel(job)
+
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert job.completed_at is not None
+
+
+@pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
+def test_a_finished_job_cannot_be_cancelled(make_job, status):
+    job = make_job(status=status)
+
+    assert not job_cancel(job)
+
+    job.refresh_from_db()
+    assert job.status == status
+
+
+def test_a_failed_job_reruns_with_one_more_attempt_and_is_queued(make_job, django_capture_on_commit_callbacks):
+    job = make_job(status=Status.FAILED, error_message="boom", error_code="internal", attempts=1, progress=40)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_rerun(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.progress) == (Status.PENDING, 2, 0)
+    assert (job.error_message, job.error_code, job.completed_at) == ("", "", None)
+    assert job.seed == 42
+    [queued] = OrmQ.objects.all()
+    assert queued.task["args"] == (str(job.id), job.user_id)
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.RUNNING, Status.COMPLETED, Status.CANCELLED])
+def test_only_failed_jobs_rerun(make_job, status, django_capture_on_commit_callbacks):
+    job = make_job(status=status)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert not job_rerun(job)
+
+    assert OrmQ.objects.count() == 0
+
+
+def test_a_job_rerun_twice_from_stale_copies_is_queued_once(make_job, django_capture_on_commit_callbacks):
+    from jobs.models import VideoGenerationJob
+
+    job = make_job(status=Status.FAILED)
+    stale = VideoGenerationJob.objects.get(pk=job.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        results = [job_rerun(job), job_rerun(stale)]
+
+    assert results == [True, False]
+    assert OrmQ.objects.count() == 1
