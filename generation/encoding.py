@@ -74,3 +74,36 @@ def write_poster(frame: np.ndarray, path: Path) -> Path:
         partial.unlink(missing_ok=True)
         raise EncodingError(f"could not write poster image: {exc}") from exc
     return path
+
+
+def write_preview(frames: np.ndarray, path: Path, *, fps: int, max_side: int = 256, max_frames: int = 48) -> Path:
+    """
+    A small looping animated WebP for people browsing jobs: at most max_side
+    pixels on its long side and max_frames frames (evenly sampled, timed so
+    it lasts as long as the video).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".part")
+    count, height, width, _ = frames.shape
+    stride = max(1, -(-count // max_frames))
+    sampled = frames[::stride]
+    scale = min(1.0, max_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    images = [Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR) for frame in sampled]
+    try:
+        images[0].save(
+            partial,
+            format="WEBP",
+            save_all=True,
+            append_images=images[1:],
+            duration=max(1, round(1000 * stride / fps)),
+            loop=0,
+            quality=70,
+        )
+        os.replace(partial, path)
+    except Exception as exc:
+        partial.unlink(missing_ok=True)
+        raise EncodingError(f"could not write preview: {exc}") from exc
+    return path

@@ -8,8 +8,11 @@ processes and the qcluster parent never load them (a child forked after its
 parent ran torch can hang, and CUDA cannot be re-initialised in a fork).
 """
 
+import gc
+import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,8 +24,29 @@ from generation.registry import ModelSpec
 logger = logging.getLogger(__name__)
 
 
-class ModelLoadError(Exception):
+class GenerationError(Exception):
+    """A generation failed for a reason the caller can name."""
+
+
+class ModelLoadError(GenerationError):
     """The pipeline could not be built or loaded (missing weights, bad path)."""
+
+
+class InvalidParams(GenerationError):
+    """The parameters are outside what the model can do."""
+
+
+class OutOfMemory(GenerationError):
+    """The device ran out of memory; its cache has been freed."""
+
+
+class Cancelled(Exception):
+    """The caller asked to stop (on_step returned False)."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(f"cancelled after step {step} of {total}")
+        self.step = step
+        self.total = total
 
 
 @dataclass(frozen=True)
@@ -37,11 +61,23 @@ class GenerationParams:
     seed: int
 
 
-# One pipeline per process: a GPU worker cannot hold two large models, and
-# loading one takes far longer than a job on a warm worker.
+@dataclass(frozen=True)
+class LoadOptions:
+    device: str = "auto"
+    dtype: str = "auto"
+    max_loaded: int = 1
+
+
+# Loaded pipelines of this process, least recently used first. A GPU rarely
+# holds two large models, and loading takes far longer than a job on a warm
+# worker, so a worker keeps what it loaded until another model needs room.
 _lock = threading.Lock()
-_loaded: dict[str, object] = {}
+_loaded: "OrderedDict[str, object]" = OrderedDict()
 _torch_configured = False
+
+
+def loaded_models() -> list[str]:
+    return list(_loaded)
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -50,6 +86,18 @@ def resolve_device(requested: str = "auto") -> str:
     if requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(spec: ModelSpec, device: str, requested: str = "auto"):
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if not device.startswith("cuda"):
+        return torch.float32
+    if spec.cuda_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return getattr(torch, spec.cuda_dtype)
 
 
 def configure_torch(num_threads: int) -> None:
@@ -63,24 +111,29 @@ def configure_torch(num_threads: int) -> None:
     _torch_configured = True
 
 
-def load_pipeline(spec: ModelSpec, *, device: str = "auto"):
+def load_pipeline(spec: ModelSpec, options: LoadOptions = LoadOptions()):
     """Return the pipeline for spec, loading it on first use in this process."""
     with _lock:
         if spec.name in _loaded:
+            _loaded.move_to_end(spec.name)
             return _loaded[spec.name]
-        release_pipelines()
-        pipeline = _build_or_load(spec, resolve_device(device))
+        while len(_loaded) >= options.max_loaded:
+            evicted, _ = _loaded.popitem(last=False)
+            logger.info("unloading model %s to make room for %s", evicted, spec.name)
+            free_memory()
+        pipeline = _build_or_load(spec, options)
         _loaded[spec.name] = pipeline
         return pipeline
 
 
 def release_pipelines() -> None:
-    """Drop every loaded pipeline and give its GPU memory back."""
-    if not _loaded:
-        return
-    _loaded.clear()
-    import gc
+    """Drop every loaded pipeline and give its memory back."""
+    with _lock:
+        _loaded.clear()
+        free_memory()
 
+
+def free_memory() -> None:
     import torch
 
     gc.collect()
@@ -88,75 +141,186 @@ def release_pipelines() -> None:
         torch.cuda.empty_cache()
 
 
-def _build_or_load(spec: ModelSpec, device: str):
+def _build_or_load(spec: ModelSpec, options: LoadOptions):
     import torch
 
-    dtype = getattr(torch, spec.cuda_dtype) if device.startswith("cuda") else torch.float32
-    source = spec.source_for_loading()
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(spec, device, options.dtype)
     try:
-        if spec.builder and source is None:
+        if spec.source is None:
             logger.info("building model %s in code", spec.name)
-            # Built in float32; its dtype stays whatever the device.
+            # Built in float32, which tiny models keep on every device.
             pipeline = import_string(spec.builder)()
         else:
             import diffusers
 
             pipeline_class = getattr(diffusers, spec.pipeline_class)
-            logger.info("loading model %s from %s as %s", spec.name, source, dtype)
-            pipeline = pipeline_class.from_pretrained(source, torch_dtype=dtype)
-        pipeline.to(device)
+            extra = {}
+            if spec.vae_float32:
+                extra["vae"] = _load_vae_float32(spec)
+            logger.info("loading model %s from %s as %s on %s", spec.name, spec.source, dtype, device)
+            pipeline = pipeline_class.from_pretrained(spec.source, revision=spec.revision, torch_dtype=dtype, **extra)
+        _apply_memory_options(pipeline, spec, device)
     except Exception as exc:
-        raise ModelLoadError(f"could not load model {spec.name!r} from {source or spec.builder}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not load model {spec.name!r} from {spec.source or spec.builder}: {exc}"
+        ) from exc
     pipeline.set_progress_bar_config(disable=True)
+    # Loading can leave large temporaries behind; return them before the first job.
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return pipeline
+
+
+def _load_vae_float32(spec: ModelSpec):
+    import diffusers
+    import torch
+
+    vae_class_name = {"WanPipeline": "AutoencoderKLWan"}.get(spec.pipeline_class, "AutoencoderKL")
+    vae_class = getattr(diffusers, vae_class_name)
+    return vae_class.from_pretrained(spec.source, subfolder="vae", revision=spec.revision, torch_dtype=torch.float32)
+
+
+def _apply_memory_options(pipeline, spec: ModelSpec, device: str) -> None:
+    if spec.enable_model_cpu_offload and device.startswith("cuda"):
+        # Moves each component to the GPU only while it runs: slower, far
+        # less GPU memory. It places the modules itself, so no .to(device).
+        pipeline.enable_model_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
+    vae = getattr(pipeline, "vae", None)
+    if spec.enable_vae_slicing and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    if spec.enable_vae_tiling and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if spec.cache:
+        from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
+
+        config = {
+            "first_block_cache": lambda: FirstBlockCacheConfig(threshold=spec.cache_threshold),
+            "taylorseer_cache": lambda: TaylorSeerCacheConfig(),
+        }[spec.cache]()
+        pipeline.transformer.enable_cache(config)
+    if spec.compile_transformer:
+        # Compiles on the first job (minutes on a big model), then runs faster.
+        pipeline.transformer.compile()
+
+
+def check_params(spec: ModelSpec, params: GenerationParams) -> None:
+    """The engine's own guard, for callers that did not validate (the API does)."""
+    problems = []
+    for name, value, maximum in (("width", params.width, spec.max_width), ("height", params.height, spec.max_height)):
+        if not spec.min_size <= value <= maximum or value % spec.size_multiple:
+            problems.append(
+                f"{name} {value} must be {spec.min_size}-{maximum} and a multiple of {spec.size_multiple}"
+            )
+    if not 1 <= params.num_frames <= spec.max_frames:
+        problems.append(f"num_frames {params.num_frames} must be 1-{spec.max_frames}")
+    if not 1 <= params.num_inference_steps <= spec.max_steps:
+        problems.append(f"num_inference_steps {params.num_inference_steps} must be 1-{spec.max_steps}")
+    if problems:
+        raise InvalidParams(f"model {spec.name}: " + "; ".join(problems))
 
 
 def generate_frames(
     spec: ModelSpec,
     params: GenerationParams,
     *,
-    device: str = "auto",
-    on_step: Callable[[int, int], None] | None = None,
+    options: LoadOptions = LoadOptions(),
+    on_step: Callable[[int, int], bool | None] | None = None,
 ) -> np.ndarray:
     """
     Run the pipeline and return exactly params.num_frames frames as uint8,
     shaped (frames, height, width, 3). on_step(done, total) is called after
-    each denoising step.
+    each denoising step; returning False stops the run with Cancelled before
+    the next step (and before the VAE decode).
     """
     import torch
 
-    pipeline = load_pipeline(spec, device=device)
-    # Models want frame counts of a certain form (CogVideoX: 4k+1); ask for
-    # the next valid count and trim, so the video has the frames requested.
+    check_params(spec, params)
+    pipeline = load_pipeline(spec, options)
+    # Models want frame counts of a certain form (CogVideoX, Wan: 4k+1); ask
+    # for the next valid count and trim, so the video has the frames asked for.
     frames_to_generate = spec.valid_frame_count(params.num_frames)
     total_steps = params.num_inference_steps
 
     def step_callback(pipe, step_index, timestep, callback_kwargs):
-        if on_step is not None:
-            on_step(step_index + 1, total_steps)
+        if on_step is not None and on_step(step_index + 1, total_steps) is False:
+            raise Cancelled(step_index + 1, total_steps)
         return callback_kwargs
 
     # A CPU generator gives the same noise whatever the device, so a seed
     # reproduces a video on any machine with the same model and dtype.
     generator = torch.Generator(device="cpu").manual_seed(params.seed)
-    with torch.inference_mode():
-        output = pipeline(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
-            width=params.width,
-            height=params.height,
-            num_frames=frames_to_generate,
-            num_inference_steps=params.num_inference_steps,
-            guidance_scale=params.guidance_scale,
-            generator=generator,
-            output_type="np",
-            max_sequence_length=spec.max_sequence_length,
-            callback_on_step_end=step_callback,
+    out_of_memory = None
+    try:
+        with torch.inference_mode():
+            output = pipeline(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt or None,
+                width=params.width,
+                height=params.height,
+                num_frames=frames_to_generate,
+                num_inference_steps=params.num_inference_steps,
+                guidance_scale=params.guidance_scale,
+                generator=generator,
+                output_type="np",
+                max_sequence_length=spec.max_sequence_length,
+                callback_on_step_end=step_callback,
+            )
+    except torch.OutOfMemoryError as exc:
+        out_of_memory = str(exc).strip() or "out of memory"
+    except Cancelled:
+        free_memory()
+        raise
+    if out_of_memory is not None:
+        # Outside the except block, so the traceback's frames (and the
+        # tensors they hold) are gone before the cache is emptied and the
+        # worker takes its next job. Never retried as is: the same
+        # parameters would run out again.
+        free_memory()
+        raise OutOfMemory(
+            f"out of memory making {params.num_frames} frames at {params.width}x{params.height} "
+            f"with {spec.name}: {out_of_memory.splitlines()[0]} "
+            "Try fewer frames, a smaller size, or a model with CPU offload."
         )
     video = np.asarray(output.frames[0])
     if video.shape[0] < params.num_frames:
-        raise RuntimeError(
+        raise GenerationError(
             f"model {spec.name} produced {video.shape[0]} frames, fewer than the {params.num_frames} asked for"
         )
     video = video[: params.num_frames]
     return (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def describe_run(spec: ModelSpec, options: LoadOptions = LoadOptions()) -> dict:
+    """What decides a video besides its parameters: for reproducing it later."""
+    import diffusers
+    import torch
+    import transformers
+
+    pipeline = load_pipeline(spec, options)
+    device = resolve_device(options.device)
+    name_or_path = pipeline.config.get("_name_or_path") or spec.source or spec.builder
+    revision = spec.revision
+    if revision is None and "/snapshots/" in str(name_or_path):
+        # A Hugging Face cache path names the commit it holds.
+        revision = str(name_or_path).split("/snapshots/")[1].split("/")[0]
+    return {
+        "model": spec.name,
+        "pipeline": type(pipeline).__name__,
+        "source": str(name_or_path),
+        "revision": revision,
+        "dtype": str(pipeline.transformer.dtype).removeprefix("torch."),
+        "device": device,
+        "scheduler": type(pipeline.scheduler).__name__,
+        # Through JSON, so numpy values and tuples become plain data for the job row.
+        "scheduler_config": json.loads(
+            json.dumps({k: v for k, v in dict(pipeline.scheduler.config).items() if not k.startswith("_")}, default=str)
+        ),
+        "versions": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+        },
+    }

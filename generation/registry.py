@@ -3,13 +3,24 @@ The models videogen knows how to run, as plain data.
 
 This module imports neither torch nor diffusers: the API validates requests
 against it in web processes that never load a model.
+
+Built-in specs can be changed, and new ones added, with a JSON file named by
+VIDEOGEN_MODELS_FILE: {"cogvideox-2b": {"source": "/models/CogVideoX-2b",
+"enable_model_cpu_offload": true}, "my-model": {...every field...}}. The
+weights location of one model can also be set with
+VIDEOGEN_MODEL_SOURCE_<NAME> (name upper-cased, "-" and "." as "_").
 """
 
+import dataclasses
+import functools
+import json
 import os
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+CACHE_METHODS = ("first_block_cache", "taylorseer_cache")
 
 
 @dataclass(frozen=True)
@@ -19,14 +30,17 @@ class ModelSpec:
     # diffusers pipeline class name, looked up on the diffusers module.
     pipeline_class: str
     # Hugging Face repo id or local directory for from_pretrained; None for a
-    # model built in code (tiny-random). VIDEOGEN_MODEL_SOURCE_<NAME> overrides.
+    # model built in code by `builder` (the tiny ones).
     source: str | None
-    # Dotted path of a function that builds the pipeline in code, offline.
     builder: str | None = None
-    # dtype on CUDA; the CPU always runs float32.
+    revision: str | None = None
+    # dtype on CUDA ("bfloat16", "float16", "float32"); the CPU runs float32.
     cuda_dtype: str = "bfloat16"
+    # Load the VAE in float32 whatever the pipeline's dtype (Wan decodes badly in bf16).
+    vae_float32: bool = False
     max_sequence_length: int = 226
 
+    # Defaults and bounds of what a request may ask for.
     width: int = 720
     height: int = 480
     min_size: int = 256
@@ -34,11 +48,26 @@ class ModelSpec:
     max_height: int = 480
     # Width and height must be multiples of this (VAE downscale x patch size).
     size_multiple: int = 16
+    num_frames: int = 36
+    max_frames: int = 49
     # The VAE compresses time by this factor and wants frames of the form
     # k * temporal_compression + 1; other counts are generated up and trimmed.
     temporal_compression: int = 4
-    max_frames: int = 49
+    num_inference_steps: int = 50
     max_steps: int = 200
+    guidance_scale: float = 4.5
+    max_guidance_scale: float = 20.0
+    fps: int = 24
+
+    # Memory and speed options, all off unless the spec or the operator asks.
+    enable_model_cpu_offload: bool = False
+    enable_vae_slicing: bool = False
+    enable_vae_tiling: bool = False
+    compile_transformer: bool = False
+    # One of CACHE_METHODS: diffusers' caching hooks on the denoiser, trading
+    # a little quality for speed.
+    cache: str | None = None
+    cache_threshold: float = 0.05
 
     def valid_frame_count(self, num_frames: int) -> int:
         """The smallest count the model accepts that is at least num_frames."""
@@ -47,52 +76,166 @@ class ModelSpec:
             return num_frames
         return ((num_frames - 1 + step - 1) // step) * step + 1
 
-    def source_for_loading(self) -> str | None:
-        override = os.environ.get("VIDEOGEN_MODEL_SOURCE_" + self.name.upper().replace("-", "_").replace(".", "_"))
-        return override or self.source
+    def public(self) -> dict:
+        """What clients may know: defaults and bounds, not where the weights live."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "pipeline": self.pipeline_class,
+            "defaults": {
+                "width": self.width,
+                "height": self.height,
+                "num_frames": self.num_frames,
+                "num_inference_steps": self.num_inference_steps,
+                "guidance_scale": self.guidance_scale,
+                "fps": self.fps,
+            },
+            "bounds": {
+                "width": {"min": self.min_size, "max": self.max_width, "multiple_of": self.size_multiple},
+                "height": {"min": self.min_size, "max": self.max_height, "multiple_of": self.size_multiple},
+                "num_frames": {"min": 1, "max": self.max_frames},
+                "num_inference_steps": {"min": 1, "max": self.max_steps},
+                "guidance_scale": {"min": 0.1, "max": self.max_guidance_scale},
+                "fps": {"min": 1, "max": 60},
+            },
+        }
 
 
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="tiny-random",
-            description=(
-                "A real CogVideoXPipeline with small random weights, built offline in code. "
-                "Runs the exact code path of CogVideoX-2b in seconds on a CPU; the frames are noise."
-            ),
-            pipeline_class="CogVideoXPipeline",
-            source=None,
-            builder="generation.tiny.build_tiny_cogvideox",
-            cuda_dtype="float32",
-            max_sequence_length=32,
-            width=240,
-            height=160,
-            min_size=32,
-            max_width=512,
-            max_height=512,
-            max_frames=200,
+TINY_BOUNDS = dict(
+    width=240, height=160, min_size=32, max_width=512, max_height=512, max_frames=200, max_sequence_length=32,
+    # Tiny models are built in float32 and stay so on any device.
+    cuda_dtype="float32",
+)
+
+BUILTIN_SPECS = (
+    ModelSpec(
+        name="tiny-random",
+        description=(
+            "A real CogVideoXPipeline with small random weights, built offline in code. Runs the exact code "
+            "path of CogVideoX-2b in seconds on a CPU; its frames are noise."
         ),
-        ModelSpec(
-            name="cogvideox-2b",
-            description="CogVideoX-2b (THUDM), 720x480, up to 49 frames. Needs about 18 GB of GPU memory in fp16.",
-            pipeline_class="CogVideoXPipeline",
-            source="THUDM/CogVideoX-2b",
-            # CogVideoX-2b was trained in fp16; bf16 is recommended for 5b.
-            cuda_dtype="float16",
-        ),
-    )
-}
+        pipeline_class="CogVideoXPipeline",
+        source=None,
+        builder="generation.tiny.build_tiny_cogvideox",
+        **TINY_BOUNDS,
+    ),
+    ModelSpec(
+        name="tiny-random-wan",
+        description="A real WanPipeline with small random weights, built offline in code: Wan 2.1's code path.",
+        pipeline_class="WanPipeline",
+        source=None,
+        builder="generation.tiny.build_tiny_wan",
+        guidance_scale=5.0,
+        **TINY_BOUNDS,
+    ),
+    ModelSpec(
+        name="cogvideox-2b",
+        description="CogVideoX-2b (THUDM): 720x480, up to 49 frames. About 18 GB of GPU memory in fp16.",
+        pipeline_class="CogVideoXPipeline",
+        source="THUDM/CogVideoX-2b",
+        # Trained in fp16. The original service's defaults are kept for its clients.
+        cuda_dtype="float16",
+        enable_vae_tiling=True,
+    ),
+    ModelSpec(
+        name="cogvideox-5b",
+        description="CogVideoX-5b (THUDM): 720x480, up to 49 frames at 8 fps. About 26 GB of GPU memory in bf16.",
+        pipeline_class="CogVideoXPipeline",
+        source="THUDM/CogVideoX-5b",
+        cuda_dtype="bfloat16",
+        num_frames=49,
+        guidance_scale=6.0,
+        fps=8,
+        enable_vae_tiling=True,
+    ),
+    ModelSpec(
+        name="wan2.1-t2v-1.3b",
+        description="Wan 2.1 text-to-video 1.3B (Wan-AI): 832x480, up to 81 frames at 16 fps. About 8 GB of GPU memory.",
+        pipeline_class="WanPipeline",
+        source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        cuda_dtype="bfloat16",
+        vae_float32=True,
+        max_sequence_length=512,
+        width=832,
+        height=480,
+        min_size=256,
+        max_width=832,
+        max_height=832,
+        num_frames=81,
+        max_frames=81,
+        guidance_scale=5.0,
+        fps=16,
+    ),
+)
+
+
+def _env_name(model_name: str) -> str:
+    return model_name.upper().replace("-", "_").replace(".", "_")
+
+
+def _apply_overrides(specs: dict[str, ModelSpec], overrides: dict) -> dict[str, ModelSpec]:
+    fields = {field.name for field in dataclasses.fields(ModelSpec)}
+    for name, values in overrides.items():
+        if not isinstance(values, dict):
+            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: {name!r} must map to an object of spec fields")
+        unknown = set(values) - fields
+        if unknown:
+            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: unknown fields for {name!r}: {sorted(unknown)}")
+        try:
+            if name in specs:
+                specs[name] = dataclasses.replace(specs[name], **values)
+            else:
+                specs[name] = ModelSpec(**{"name": name, **values})
+        except TypeError as exc:
+            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: model {name!r}: {exc}")
+    return specs
+
+
+@functools.cache
+def _registry(models_file: str) -> dict[str, ModelSpec]:
+    specs = {spec.name: spec for spec in BUILTIN_SPECS}
+    if models_file:
+        try:
+            with open(models_file) as handle:
+                overrides = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE {models_file!r} cannot be read: {exc}")
+        specs = _apply_overrides(specs, overrides)
+    for name, spec in specs.items():
+        if spec.cache not in (None, *CACHE_METHODS):
+            raise ImproperlyConfigured(f"model {name!r}: cache must be one of {CACHE_METHODS}")
+    return specs
+
+
+def registry() -> dict[str, ModelSpec]:
+    """Every model this installation knows, built-in and configured."""
+    specs = dict(_registry(settings.VIDEOGEN_MODELS_FILE))
+    for name, spec in specs.items():
+        source = os.environ.get(f"VIDEOGEN_MODEL_SOURCE_{_env_name(name)}")
+        if source:
+            specs[name] = dataclasses.replace(spec, source=source)
+    return specs
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+def get_spec(name: str) -> ModelSpec:
+    specs = registry()
+    if name not in specs:
+        raise UnknownModel(f"unknown model {name!r}; known models: {', '.join(sorted(specs))}")
+    return specs[name]
 
 
 def served_models() -> dict[str, ModelSpec]:
     """The specs this deployment serves (VIDEOGEN_MODELS), in that order."""
+    known = registry()
     served = {}
     for name in settings.VIDEOGEN_MODELS:
-        if name not in REGISTRY:
-            known = ", ".join(sorted(REGISTRY))
-            raise ImproperlyConfigured(f"VIDEOGEN_MODELS names {name!r}; known models: {known}")
-        served[name] = REGISTRY[name]
+        if name not in known:
+            raise ImproperlyConfigured(f"VIDEOGEN_MODELS names {name!r}; known models: {', '.join(sorted(known))}")
+        served[name] = known[name]
     if settings.VIDEOGEN_DEFAULT_MODEL not in served:
         raise ImproperlyConfigured(
             f"VIDEOGEN_DEFAULT_MODEL {settings.VIDEOGEN_DEFAULT_MODEL!r} is not in VIDEOGEN_MODELS"
@@ -100,5 +243,6 @@ def served_models() -> dict[str, ModelSpec]:
     return served
 
 
-def get_spec(name: str) -> ModelSpec:
-    return REGISTRY[name]
+def queue_for_model(name: str) -> str | None:
+    """The django-q2 queue for a model's jobs, when VIDEOGEN_MODEL_QUEUES pins it; None for the default queue."""
+    return settings.VIDEOGEN_MODEL_QUEUES.get(name)

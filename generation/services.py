@@ -4,6 +4,8 @@ that reads or writes jobs.
 """
 
 import logging
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -13,10 +15,20 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from generation.encoding import encode_mp4, write_poster
-from generation.pipelines import GenerationParams, configure_torch, generate_frames
-from generation.registry import get_spec
-from jobs.models import Status, VideoGenerationJob
+from generation.encoding import EncodingError, encode_mp4, write_poster, write_preview
+from generation.pipelines import (
+    Cancelled,
+    GenerationParams,
+    InvalidParams,
+    LoadOptions,
+    ModelLoadError,
+    OutOfMemory,
+    configure_torch,
+    describe_run,
+    generate_frames,
+)
+from generation.registry import UnknownModel, get_spec
+from jobs.models import ErrorCode, Status, VideoGenerationJob
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +45,25 @@ class JobLog(logging.LoggerAdapter):
 
 
 class ProgressWriter:
-    """Writes denoising progress to the job, at most once per interval."""
+    """
+    Called after each denoising step. Writes progress (and the heartbeat) to
+    the job at most once per interval, and learns from that same conditional
+    UPDATE whether the job is still running: when it was cancelled, it tells
+    the engine to stop. One cheap write per interval, not a query per step.
+    """
 
     def __init__(self, job: VideoGenerationJob, interval: float):
         self.job = job
         self.interval = interval
         self.last_write: float | None = None
 
-    def __call__(self, step: int, total: int) -> None:
+    def __call__(self, step: int, total: int) -> bool:
         now = time.monotonic()
         # The first and last steps are always written, the rest at most once per interval.
         if step < total and self.last_write is not None and now - self.last_write < self.interval:
-            return
+            return True
         self.last_write = now
-        self.job.set_progress(step * DENOISE_SHARE // total)
+        return self.job.set_progress(step * DENOISE_SHARE // total, current_step=step, heartbeat_at=timezone.now())
 
 
 class _TemporaryFile(File):
@@ -54,6 +71,18 @@ class _TemporaryFile(File):
     # copying it: an atomic rename when both are on one filesystem.
     def temporary_file_path(self) -> str:
         return self.file.name
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_options() -> LoadOptions:
+    return LoadOptions(
+        device=settings.VIDEOGEN_DEVICE,
+        dtype=settings.VIDEOGEN_DTYPE,
+        max_loaded=settings.VIDEOGEN_MAX_LOADED_MODELS,
+    )
 
 
 def job_run(job: VideoGenerationJob) -> None:
@@ -64,7 +93,10 @@ def job_run(job: VideoGenerationJob) -> None:
         Status.RUNNING,
         from_={Status.PENDING},
         started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        worker=worker_name(),
         progress=0,
+        current_step=0,
     )
     if not claimed:
         job.refresh_from_db(fields=["status"])
@@ -72,15 +104,19 @@ def job_run(job: VideoGenerationJob) -> None:
         return
 
     log.info(
-        "running %s: %d frames %dx%d, %d steps, seed %s",
-        job.model_name, job.num_frames, job.width, job.height, job.num_inference_steps, job.seed,
+        "running %s: %d frames %dx%d, %d steps, seed %s, attempt %d",
+        job.model_name, job.num_frames, job.width, job.height, job.num_inference_steps, job.seed, job.attempts,
     )
     started = time.monotonic()
     stored: list[str] = []
+    run_info: dict = {}
     try:
         configure_torch(settings.VIDEOGEN_TORCH_THREADS)
+        spec = get_spec(job.model_name)
+        options = load_options()
+        run_info = describe_run(spec, options)
         frames = generate_frames(
-            get_spec(job.model_name),
+            spec,
             GenerationParams(
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt,
@@ -91,27 +127,27 @@ def job_run(job: VideoGenerationJob) -> None:
                 guidance_scale=job.guidance_scale,
                 seed=job.seed,
             ),
-            device=settings.VIDEOGEN_DEVICE,
+            options=options,
             on_step=ProgressWriter(job, settings.VIDEOGEN_PROGRESS_INTERVAL),
         )
-        with tempfile.TemporaryDirectory(prefix="videogen-") as workdir:
-            video_path = encode_mp4(frames, Path(workdir) / job.video_filename, fps=job.fps)
-            poster_path = write_poster(frames[0], Path(workdir) / f"{job.id}.jpg")
-            file_size = video_path.stat().st_size
-            with open(video_path, "rb") as video_file:
-                stored.append(default_storage.save(f"videos/{job.id}.mp4", _TemporaryFile(video_file)))
-            with open(poster_path, "rb") as poster_file:
-                stored.append(default_storage.save(f"posters/{job.id}.jpg", _TemporaryFile(poster_file)))
+        stored, file_size = _store_outputs(job, frames)
+    except Cancelled as stop:
+        _delete_stored(stored)
+        log.info("cancelled: stopped after step %d of %d, no video kept", stop.step, stop.total)
+        return
     except BaseException as exc:
         # BaseException: django-q2's timeout is a SystemExit, and a job must
         # not stay running after one. Anything not an Exception is re-raised
         # once the job is marked.
-        log.exception("failed after %.1fs", time.monotonic() - started)
+        code, message = classify_failure(exc)
+        log.exception("failed (%s) after %.1fs", code, time.monotonic() - started)
         _delete_stored(stored)
         job.transition(
             Status.FAILED,
             from_={Status.RUNNING},
-            error_message=describe_failure(exc)[:MAX_ERROR_LENGTH],
+            error_code=code,
+            error_message=message[:MAX_ERROR_LENGTH],
+            run_info=run_info,
             completed_at=timezone.now(),
         )
         if not isinstance(exc, Exception):
@@ -123,28 +159,60 @@ def job_run(job: VideoGenerationJob) -> None:
         from_={Status.RUNNING},
         video=stored[0],
         poster=stored[1],
+        preview=stored[2],
         file_size_bytes=file_size,
         video_duration_seconds=job.num_frames / job.fps,
         progress=100,
+        current_step=job.num_inference_steps,
+        run_info=run_info,
         completed_at=timezone.now(),
     )
     if completed:
         log.info("completed in %.1fs: %s (%d bytes)", time.monotonic() - started, stored[0], file_size)
     else:
-        # Cancelled (or failed by an operator) while it ran: keep no video.
+        # Cancelled (or failed by an operator) while it was encoding: keep no video.
         _delete_stored(stored)
-        log.info("finished after it left running; output discarded")
+        log.info("left running while encoding; output discarded")
 
 
-def describe_failure(exc: BaseException) -> str:
+def _store_outputs(job: VideoGenerationJob, frames) -> tuple[list[str], int]:
+    """Encode video, poster and preview, and move them into storage. Returns their names and the video's size."""
+    stored: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="videogen-") as workdir:
+            work = Path(workdir)
+            files = [
+                (encode_mp4(frames, work / f"{job.id}.mp4", fps=job.fps), "videos"),
+                (write_poster(frames[0], work / f"{job.id}.jpg"), "posters"),
+                (write_preview(frames, work / f"{job.id}.webp", fps=job.fps), "previews"),
+            ]
+            file_size = files[0][0].stat().st_size
+            for path, folder in files:
+                with open(path, "rb") as handle:
+                    stored.append(default_storage.save(f"{folder}/{path.name}", _TemporaryFile(handle)))
+    except BaseException:
+        _delete_stored(stored)
+        raise
+    return stored, file_size
+
+
+def classify_failure(exc: BaseException) -> tuple[str, str]:
+    """The job's error_code and a message a person can act on."""
     from django_q.exceptions import TimeoutException
 
     if isinstance(exc, TimeoutException):
-        return f"Generation timed out: {exc}"
+        return ErrorCode.TIMEOUT, f"Generation timed out: {exc}"
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return "Generation was interrupted: the worker was stopped while running this job."
-    message = str(exc) or exc.__class__.__name__
-    return f"Generation failed: {message}"
+        return ErrorCode.WORKER_LOST, "Generation was interrupted: the worker was stopped while running this job."
+    if isinstance(exc, OutOfMemory):
+        return ErrorCode.OUT_OF_MEMORY, f"Generation failed: {exc}"
+    if isinstance(exc, ModelLoadError):
+        return ErrorCode.MODEL_LOAD, f"Generation failed: {exc}"
+    if isinstance(exc, (InvalidParams, UnknownModel)):
+        return ErrorCode.INVALID_INPUT, f"Generation failed: {exc}"
+    if isinstance(exc, (EncodingError, OSError)):
+        return ErrorCode.ENCODE, f"Generation failed while writing the video: {exc}"
+    return ErrorCode.INTERNAL, f"Generation failed: {exc or exc.__class__.__name__}"
 
 
 def _delete_stored(names: list[str]) -> None:

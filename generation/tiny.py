@@ -1,8 +1,11 @@
 """
-`tiny-random`: a real CogVideoXPipeline whose components are built from small
-configs with random weights, offline, the way diffusers' own tests build
-dummy components. Every stage runs for real (tokenizer, T5 encoder, 3D
-transformer, DDIM scheduler, causal 3D VAE); only the weights are random.
+`tiny-random` and `tiny-random-wan`: real CogVideoXPipeline and WanPipeline
+objects whose components are built from small configs with random weights,
+offline, the way diffusers' own tests build dummy components. Every stage
+runs for real (tokenizer, T5 encoder, 3D transformer, scheduler, causal 3D
+VAE); only the weights are random. Both VAEs keep the real models' 8x spatial
+and 4x temporal compression, or the denoiser would work at near pixel
+resolution and crawl.
 """
 
 import string
@@ -73,9 +76,7 @@ def build_tiny_cogvideox(seed: int = 0):
             temporal_compression_ratio=4,
             max_text_seq_length=32,
         )
-        # Four blocks: three spatial downsamples, so 8x spatial and 4x
-        # temporal compression like the real CogVideoX VAE. With fewer, the
-        # transformer would denoise at near pixel resolution and crawl.
+        # Four blocks: three spatial downsamples, 8x like the real VAE.
         vae = AutoencoderKLCogVideoX(
             in_channels=3,
             out_channels=3,
@@ -97,4 +98,52 @@ def build_tiny_cogvideox(seed: int = 0):
         transformer=transformer,
         vae=vae,
         scheduler=scheduler,
+    )
+
+
+def build_tiny_wan(seed: int = 0):
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = build_tiny_tokenizer()
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=32,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+            )
+        )
+        vae = AutoencoderKLWan(
+            base_dim=3,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        )
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+        # Wan 2.1's own scheduler: UniPC on flow-matching sigmas.
+        scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    for module in (text_encoder, transformer, vae):
+        module.eval()
+    return WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )

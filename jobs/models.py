@@ -63,6 +63,8 @@ class VideoGenerationJob(models.Model):
 
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
+    # The denoising step last reported, out of num_inference_steps.
+    current_step = models.PositiveSmallIntegerField(default=0)
     error_message = models.TextField(blank=True, default="")
     error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True, default="")
     # Times the job has been queued to run: 1 at submit, +1 for each re-run.
@@ -139,10 +141,19 @@ class VideoGenerationJob(models.Model):
             self.refresh_from_db(fields=expressions)
         return True
 
-    def set_progress(self, progress: int) -> None:
-        """Record progress while running; a no-op once the job has left RUNNING."""
-        type(self).objects.filter(pk=self.pk, status=Status.RUNNING).update(progress=progress)
-        self.progress = progress
+    def set_progress(self, progress: int, **fields) -> bool:
+        """
+        Record progress while running. Returns False, writing nothing, once the
+        job has left RUNNING: that is how a worker learns it was cancelled.
+        """
+        still_running = (
+            type(self).objects.filter(pk=self.pk, status=Status.RUNNING).update(progress=progress, **fields) == 1
+        )
+        if still_running:
+            self.progress = progress
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return still_running
 
     @property
     def is_finished(self) -> bool:

@@ -54,17 +54,17 @@ class GenerationRequest(serializers.Serializer):
         required=False, allow_blank=True, default="", max_length=settings.VIDEOGEN_MAX_PROMPT_LENGTH
     )
     model = StrictCharField(required=False)
-    fps = serializers.IntegerField(required=False, default=24, min_value=FPS_RANGE[0], max_value=FPS_RANGE[1])
-    num_frames = serializers.IntegerField(
-        required=False, default=36, min_value=FRAMES_RANGE[0], max_value=FRAMES_RANGE[1]
-    )
+    # Defaults come from the chosen model (see validate); these bounds are the
+    # original API's, and a model's own bounds may be tighter.
+    fps = serializers.IntegerField(required=False, min_value=FPS_RANGE[0], max_value=FPS_RANGE[1])
+    num_frames = serializers.IntegerField(required=False, min_value=FRAMES_RANGE[0], max_value=FRAMES_RANGE[1])
     width = serializers.IntegerField(required=False, min_value=1)
     height = serializers.IntegerField(required=False, min_value=1)
     num_inference_steps = serializers.IntegerField(
-        required=False, default=50, min_value=STEPS_RANGE[0], max_value=STEPS_RANGE[1]
+        required=False, min_value=STEPS_RANGE[0], max_value=STEPS_RANGE[1]
     )
     guidance_scale = serializers.FloatField(
-        required=False, default=4.5, min_value=GUIDANCE_RANGE[0], max_value=GUIDANCE_RANGE[1]
+        required=False, min_value=GUIDANCE_RANGE[0], max_value=GUIDANCE_RANGE[1]
     )
     seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
     num_videos_per_prompt = serializers.IntegerField(required=False, default=1, min_value=1)
@@ -88,14 +88,16 @@ class GenerationRequest(serializers.Serializer):
         models = served_models()
         data.setdefault("model", settings.VIDEOGEN_DEFAULT_MODEL)
         spec = models[data["model"]]
-        data.setdefault("width", spec.width)
-        data.setdefault("height", spec.height)
+        for name in ("width", "height", "num_frames", "num_inference_steps", "guidance_scale", "fps"):
+            data.setdefault(name, getattr(spec, name))
         errors: dict[str, list[str]] = {}
 
         if data["num_frames"] > spec.max_frames:
             errors["num_frames"] = [f"Model {spec.name} makes at most {spec.max_frames} frames."]
         if data["num_inference_steps"] > spec.max_steps:
             errors["num_inference_steps"] = [f"Model {spec.name} takes at most {spec.max_steps} steps."]
+        if data["guidance_scale"] > spec.max_guidance_scale:
+            errors["guidance_scale"] = [f"Model {spec.name} takes a guidance_scale of at most {spec.max_guidance_scale}."]
         for name, maximum in (("width", spec.max_width), ("height", spec.max_height)):
             value = data[name]
             if not spec.min_size <= value <= maximum:
@@ -117,6 +119,7 @@ class JobSerializer(serializers.ModelSerializer):
     created_at = serializers.DateTimeField(source="submitted_at")
     video_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
+    preview_url = serializers.SerializerMethodField()
 
     class Meta:
         model = VideoGenerationJob
@@ -127,7 +130,9 @@ class JobSerializer(serializers.ModelSerializer):
             "result",
             "user_id",
             "progress",
+            "current_step",
             "error_message",
+            "error_code",
             "prompt",
             "negative_prompt",
             "model",
@@ -145,8 +150,10 @@ class JobSerializer(serializers.ModelSerializer):
             "completed_at",
             "video_url",
             "poster_url",
+            "preview_url",
             "file_size_bytes",
             "video_duration_seconds",
+            "run_info",
         ]
         read_only_fields = fields
 
@@ -168,6 +175,11 @@ class JobSerializer(serializers.ModelSerializer):
         if job.status != Status.COMPLETED or not job.poster:
             return None
         return self._absolute(reverse("poster", kwargs={"job_id": job.id}))
+
+    def get_preview_url(self, job: VideoGenerationJob) -> str | None:
+        if job.status != Status.COMPLETED or not job.preview:
+            return None
+        return self._absolute(reverse("preview", kwargs={"job_id": job.id}))
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
@@ -209,6 +221,7 @@ class VideoInfo(JobSerializer):
             "completed_at",
             "video_url",
             "poster_url",
+            "preview_url",
             "prompt",
             "model",
             "fps",

@@ -55,12 +55,17 @@ def job_enqueue(job: VideoGenerationJob) -> None:
     """
     from django_q.tasks import async_task
 
+    from generation.registry import queue_for_model
+
     try:
         async_task(
             "generation.tasks.generate_video",
             str(job.id),
             job.user_id,
             task_name=f"generate_video {job.id}",
+            # None: the default queue. A pinned model's jobs wait in its own
+            # queue for the workers started on it.
+            cluster=queue_for_model(job.model_name),
         )
     except Exception as exc:
         logger.exception("job=%s user_id=%s could not be queued", job.id, job.user_id)

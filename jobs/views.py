@@ -18,7 +18,8 @@ from jobs.serializers import (
     VideoInfo,
     has_control_characters,
 )
-from jobs.services import job_create
+from generation.registry import served_models
+from jobs.services import job_cancel, job_create
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,33 @@ class DownloadView(_JobFileView):
 class PosterView(_JobFileView):
     field_name = "poster"
     content_type = "image/jpeg"
+
+
+class PreviewView(_JobFileView):
+    field_name = "preview"
+    content_type = "image/webp"
+
+
+class CancelView(APIView):
+    def post(self, request, job_id):
+        job = get_visible_job(request, job_id)
+        if not job_cancel(job):
+            job.refresh_from_db()
+            return json_error(
+                409, f"The job is {job.status}; only pending or running jobs can be cancelled.",
+                job_id=str(job.id), status=job.status,
+            )
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class ModelsView(APIView):
+    def get(self, request):
+        return Response(
+            {
+                "default": settings.VIDEOGEN_DEFAULT_MODEL,
+                "models": [spec.public() for spec in served_models().values()],
+            }
+        )
 
 
 class HealthView(APIView):

@@ -62,6 +62,17 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def envmap(name: str) -> dict[str, str]:
+    """"a=x,b=y" as {"a": "x", "b": "y"}."""
+    mapping = {}
+    for item in envlist(name, []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} must look like 'name=value,name=value', got {item!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 DATA_DIR = Path(envstr("VIDEOGEN_DATA_DIR", str(BASE_DIR / "var")))
 
 DEBUG = envbool("VIDEOGEN_DEBUG", False)
@@ -193,7 +204,19 @@ VIDEOGEN_DEFAULT_MODEL = envstr("VIDEOGEN_DEFAULT_MODEL", "tiny-random")
 # The models this deployment serves; the registry in generation/registry.py
 # knows more. A real model needs its weights on disk or in the HF cache.
 VIDEOGEN_MODELS = envlist("VIDEOGEN_MODELS", [VIDEOGEN_DEFAULT_MODEL])
+# A JSON file that changes built-in model specs or adds new ones (see
+# generation/registry.py).
+VIDEOGEN_MODELS_FILE = envstr("VIDEOGEN_MODELS_FILE", "")
+# "model=queue,...": jobs for these models go to their own django-q2 queue, so
+# a fleet can pin workers to models (start them with Q_CLUSTER_NAME=queue).
+VIDEOGEN_MODEL_QUEUES = envmap("VIDEOGEN_MODEL_QUEUES")
 VIDEOGEN_DEVICE = envstr("VIDEOGEN_DEVICE", "auto")
+# "auto": the spec's dtype on CUDA (bf16 falls back to fp16 where the GPU
+# lacks it), float32 on the CPU. Or force float32, float16, bfloat16.
+VIDEOGEN_DTYPE = envstr("VIDEOGEN_DTYPE", "auto")
+# Pipelines one worker process keeps loaded; more than one only makes sense
+# when they fit in GPU memory together.
+VIDEOGEN_MAX_LOADED_MODELS = envint("VIDEOGEN_MAX_LOADED_MODELS", 1, minimum=1)
 # Seconds between progress writes to the job row while a job denoises.
 VIDEOGEN_PROGRESS_INTERVAL = envfloat("VIDEOGEN_PROGRESS_INTERVAL", 0.5)
 

@@ -5,7 +5,7 @@ import pytest
 
 from generation import pipelines
 from generation.pipelines import GenerationParams, ModelLoadError, generate_frames, load_pipeline
-from generation.registry import REGISTRY, get_spec
+from generation.registry import get_spec
 
 TINY = get_spec("tiny-random")
 
@@ -93,7 +93,10 @@ def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_fra
     pipelines.release_pipelines()
     # The real CogVideoX-2b spec, pointed at a local directory as an operator would.
     monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "CogVideoX-tiny"))
-    real_spec = dataclasses.replace(REGISTRY["cogvideox-2b"], max_sequence_length=TINY.max_sequence_length)
+    # The real spec's loading path, with the tiny model's text length and size bounds.
+    real_spec = dataclasses.replace(
+        get_spec("cogvideox-2b"), max_sequence_length=TINY.max_sequence_length, min_size=TINY.min_size
+    )
 
     loaded = load_pipeline(real_spec)
     frames = generate_frames(real_spec, params())
@@ -106,9 +109,9 @@ def test_switching_models_keeps_one_pipeline_loaded(tmp_path, monkeypatch):
     load_pipeline(TINY).save_pretrained(tmp_path / "saved")
     monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "saved"))
 
-    load_pipeline(REGISTRY["cogvideox-2b"])
+    load_pipeline(get_spec("cogvideox-2b"))
 
-    assert list(pipelines._loaded) == ["cogvideox-2b"]
+    assert pipelines.loaded_models() == ["cogvideox-2b"]
 
 
 def test_missing_weights_fail_with_a_readable_model_load_error(tmp_path, monkeypatch):
@@ -116,4 +119,4 @@ def test_missing_weights_fail_with_a_readable_model_load_error(tmp_path, monkeyp
     monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "not-there"))
 
     with pytest.raises(ModelLoadError, match="could not load model 'cogvideox-2b' from .*not-there"):
-        load_pipeline(REGISTRY["cogvideox-2b"])
+        load_pipeline(get_spec("cogvideox-2b"))

@@ -36,7 +36,9 @@ def test_progress_is_written_while_denoising_but_not_once_per_step(make_job, set
     written = []
     real_set_progress = VideoGenerationJob.set_progress
     monkeypatch.setattr(
-        VideoGenerationJob, "set_progress", lambda self, value: (written.append(value), real_set_progress(self, value))
+        VideoGenerationJob,
+        "set_progress",
+        lambda self, value, **fields: written.append(value) or real_set_progress(self, value, **fields),
     )
 
     generate_video(str(job.id), job.user_id)
@@ -107,8 +109,8 @@ def test_a_storage_failure_fails_the_job_and_leaves_no_file(make_job, media_root
     generate_video(str(job.id), job.user_id)
 
     job.refresh_from_db()
-    assert job.status == Status.FAILED
-    assert job.error_message.startswith("Generation failed:")
+    assert (job.status, job.error_code) == (Status.FAILED, "encode")
+    assert job.error_message.startswith("Generation failed while writing the video:")
     assert not (media_root / "posters").exists() or list((media_root / "posters").iterdir()) == []
 
 
