@@ -68,7 +68,8 @@ def build_tiny_cogvideox(seed: int = 0):
             out_channels=4,
             time_embed_dim=2,
             text_embed_dim=32,
-            num_layers=1,
+            # Two blocks: diffusers' first-block cache needs a head and a tail.
+            num_layers=2,
             sample_width=30,
             sample_height=20,
             sample_frames=9,

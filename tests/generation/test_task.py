@@ -2,7 +2,9 @@
 
 import logging
 
+import numpy as np
 import pytest
+import torch
 from django_q.exceptions import TimeoutException
 from django_q.timeout import TimeoutHandler
 
@@ -137,3 +139,91 @@ def test_every_log_line_of_a_generation_carries_job_and_user(make_job, caplog):
     lines = [record.getMessage() for record in caplog.records if record.name.startswith("generation")]
     assert len(lines) >= 3
     assert all(f"job={job.id}" in line and "user_id=carol" in line for line in lines)
+
+
+def test_a_completed_job_records_how_it_was_made_and_keeps_a_preview(make_job, media_root):
+    from PIL import Image
+
+    job = make_job(num_frames=9, num_inference_steps=3)
+
+    generate_video(str(job.id), job.user_id)
+
+    job.refresh_from_db()
+    assert job.current_step == 3
+    assert job.run_info["model"] == "tiny-random"
+    assert (job.run_info["dtype"], job.run_info["device"]) == ("float32", "cpu")
+    assert job.run_info["versions"]["diffusers"]
+    with Image.open(media_root / job.preview.name) as preview:
+        assert preview.format == "WEBP"
+        assert preview.n_frames == 9
+
+
+def test_the_same_seed_and_parameters_make_the_same_video(make_job, media_root):
+    first, second = make_job(seed=77), make_job(seed=77)
+
+    for job in (first, second):
+        generate_video(str(job.id), job.user_id)
+        job.refresh_from_db()
+
+    _, first_frames = decode_mp4(media_root / first.video.name)
+    _, second_frames = decode_mp4(media_root / second.video.name)
+    assert np.array_equal(first_frames, second_frames)
+
+
+def test_a_wan_job_ends_completed_with_the_frames_asked_for(make_job, media_root, settings):
+    settings.VIDEOGEN_MODELS = ["tiny-random", "tiny-random-wan"]
+    job = make_job(model_name="tiny-random-wan", num_frames=6, width=64, height=32, fps=10)
+
+    generate_video(str(job.id), job.user_id)
+
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETED, job.error_message
+    meta, frames = decode_mp4(media_root / job.video.name)
+    assert (frames.shape, meta["fps"]) == ((6, 32, 64, 3), 10)
+    assert job.run_info["pipeline"] == "WanPipeline"
+
+
+def test_out_of_memory_fails_the_job_with_its_class_and_the_worker_serves_the_next(make_job):
+    pipeline = pipelines.load_pipeline(get_spec("tiny-random"))
+
+    def run_out_of_memory(module, args, kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.50 GiB.")
+
+    hook = pipeline.transformer.register_forward_pre_hook(run_out_of_memory, with_kwargs=True)
+    big, next_job = make_job(), make_job()
+    try:
+        generate_video(str(big.id), big.user_id)
+    finally:
+        hook.remove()
+    generate_video(str(next_job.id), next_job.user_id)
+
+    big.refresh_from_db()
+    next_job.refresh_from_db()
+    assert (big.status, big.error_code) == (Status.FAILED, "out_of_memory")
+    assert "Tried to allocate 12.50 GiB" in big.error_message
+    assert "9 frames at 64x64" in big.error_message
+    assert big.attempts == 1
+    assert next_job.status == Status.COMPLETED
+
+
+def test_a_job_cancelled_while_it_runs_stops_at_the_next_step_and_keeps_no_video(make_job, media_root, settings):
+    settings.VIDEOGEN_PROGRESS_INTERVAL = 0
+    job = make_job(num_inference_steps=30)
+    steps_run = []
+    real_set_progress = VideoGenerationJob.set_progress
+
+    def cancel_at_step_three(self, value, **fields):
+        steps_run.append(fields["current_step"])
+        if fields["current_step"] == 3:
+            VideoGenerationJob.objects.filter(pk=self.pk).update(status=Status.CANCELLED)
+        return real_set_progress(self, value, **fields)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VideoGenerationJob, "set_progress", cancel_at_step_three)
+        generate_video(str(job.id), job.user_id)
+
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert steps_run == [1, 2, 3]
+    assert not job.video
+    assert not (media_root / "videos").exists()

@@ -1,0 +1,140 @@
+"""The engine alone: options, cancellation, out-of-memory, Wan, reproducibility details."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from generation import pipelines
+from generation.pipelines import (
+    Cancelled,
+    GenerationParams,
+    InvalidParams,
+    LoadOptions,
+    OutOfMemory,
+    describe_run,
+    generate_frames,
+    load_pipeline,
+    resolve_dtype,
+)
+from generation.registry import get_spec
+
+TINY = get_spec("tiny-random")
+TINY_WAN = get_spec("tiny-random-wan")
+
+
+def params(**overrides) -> GenerationParams:
+    values = dict(
+        prompt="a dog running in the city", negative_prompt="", width=64, height=48, num_frames=9,
+        num_inference_steps=4, guidance_scale=5.0, seed=3,
+    )
+    return GenerationParams(**{**values, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def fresh_pipelines():
+    pipelines.release_pipelines()
+    yield
+    pipelines.release_pipelines()
+
+
+def test_the_wan_twin_is_a_real_wan_pipeline_and_returns_the_frames_asked_for():
+    from diffusers import WanPipeline
+
+    frames = generate_frames(TINY_WAN, params(num_frames=7))
+
+    assert type(load_pipeline(TINY_WAN)) is WanPipeline
+    assert frames.shape == (7, 48, 64, 3)
+
+
+def test_the_wan_twin_is_deterministic_per_seed():
+    assert np.array_equal(generate_frames(TINY_WAN, params(seed=5)), generate_frames(TINY_WAN, params(seed=5)))
+
+
+def test_returning_false_from_on_step_stops_before_the_next_step():
+    seen = []
+
+    def stop_after_two(step, total):
+        seen.append(step)
+        return step < 2
+
+    with pytest.raises(Cancelled) as stopped:
+        generate_frames(TINY, params(num_inference_steps=10), on_step=stop_after_two)
+
+    assert seen == [1, 2]
+    assert (stopped.value.step, stopped.value.total) == (2, 10)
+
+
+def test_a_cancelled_pipeline_serves_the_next_run():
+    with pytest.raises(Cancelled):
+        generate_frames(TINY, params(), on_step=lambda step, total: False)
+
+    assert generate_frames(TINY, params()).shape == (9, 48, 64, 3)
+
+
+def test_out_of_memory_names_the_size_asked_for_and_the_pipeline_keeps_serving():
+    pipeline = load_pipeline(TINY)
+
+    def run_out_of_memory(module, args, kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has 1.2 GiB free.")
+
+    hook = pipeline.transformer.register_forward_pre_hook(run_out_of_memory, with_kwargs=True)
+    with pytest.raises(OutOfMemory) as failure:
+        generate_frames(TINY, params(num_frames=9, width=64, height=48))
+    hook.remove()
+
+    message = str(failure.value)
+    assert "9 frames at 64x48 with tiny-random" in message
+    assert "Tried to allocate 20.00 GiB" in message
+    assert generate_frames(TINY, params()).shape == (9, 48, 64, 3)
+    assert load_pipeline(TINY) is pipeline
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"width": 50}, "multiple of 16"), ({"num_frames": 500}, "num_frames 500"), ({"num_inference_steps": 0}, "1-200")],
+)
+def test_the_engine_refuses_parameters_outside_the_spec(change, message):
+    with pytest.raises(InvalidParams, match=message):
+        generate_frames(TINY, params(**change))
+
+
+def test_memory_and_cache_options_run_the_same_code_path():
+    spec = dataclasses.replace(
+        TINY, name="tiny-options", enable_vae_slicing=True, enable_vae_tiling=True, cache="first_block_cache"
+    )
+
+    frames = generate_frames(spec, params())
+    pipeline = load_pipeline(spec)
+
+    assert frames.shape == (9, 48, 64, 3)
+    assert pipeline.vae.use_slicing and pipeline.vae.use_tiling
+    assert pipeline.transformer.is_cache_enabled
+
+
+def test_a_worker_keeps_at_most_max_loaded_pipelines_least_recently_used_out():
+    two = LoadOptions(max_loaded=2)
+    load_pipeline(TINY, two)
+    load_pipeline(TINY_WAN, two)
+    load_pipeline(TINY, two)
+
+    load_pipeline(dataclasses.replace(TINY, name="tiny-third"), two)
+
+    assert pipelines.loaded_models() == ["tiny-random", "tiny-third"]
+
+
+def test_dtypes_are_float32_on_the_cpu_unless_forced():
+    assert resolve_dtype(get_spec("cogvideox-2b"), "cpu") is torch.float32
+    assert resolve_dtype(get_spec("cogvideox-2b"), "cpu", "bfloat16") is torch.bfloat16
+
+
+def test_the_run_is_described_well_enough_to_reproduce():
+    info = describe_run(TINY)
+
+    assert info["model"] == "tiny-random"
+    assert info["pipeline"] == "CogVideoXPipeline"
+    assert (info["dtype"], info["device"]) == ("float32", "cpu")
+    assert info["scheduler"] == "CogVideoXDDIMScheduler"
+    assert info["scheduler_config"]["num_train_timesteps"] == 1000
+    assert set(info["versions"]) == {"torch", "diffusers", "transformers"}
