@@ -138,6 +138,18 @@ BUILTIN_SPECS = (
         enable_vae_tiling=True,
     ),
     ModelSpec(
+        name="cogvideox-2b-random",
+        description=(
+            "CogVideoX-2b's full architecture with random weights, built on the GPU: the real model's speed "
+            "and memory without its weights, for benchmarks. GPU only; its frames are noise."
+        ),
+        pipeline_class="CogVideoXPipeline",
+        source=None,
+        builder="generation.tiny.build_random_cogvideox_2b",
+        cuda_dtype="float16",
+        enable_vae_tiling=True,
+    ),
+    ModelSpec(
         name="cogvideox-5b",
         description="CogVideoX-5b (THUDM): 720x480, up to 49 frames at 8 fps. About 26 GB of GPU memory in bf16.",
         pipeline_class="CogVideoXPipeline",
