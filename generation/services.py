@@ -4,15 +4,15 @@ that reads or writes jobs.
 """
 
 import logging
-import os
-import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from generation.encoding import EncodingError, encode_mp4, write_poster, write_preview
@@ -28,7 +28,9 @@ from generation.pipelines import (
     generate_frames,
 )
 from generation.registry import UnknownModel, get_spec
+from generation.worker import shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.recovery import worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +60,77 @@ class ProgressWriter:
         self.last_write: float | None = None
 
     def __call__(self, step: int, total: int) -> bool:
+        if shutdown_requested():
+            return False
         now = time.monotonic()
         # The first and last steps are always written, the rest at most once per interval.
         if step < total and self.last_write is not None and now - self.last_write < self.interval:
             return True
         self.last_write = now
-        return self.job.set_progress(step * DENOISE_SHARE // total, current_step=step, heartbeat_at=timezone.now())
+        try:
+            return self.job.set_progress(
+                step * DENOISE_SHARE // total, current_step=step, heartbeat_at=timezone.now()
+            )
+        except DatabaseError:
+            # A database blip must not throw away minutes of GPU work: keep
+            # denoising, and write again at the next interval.
+            logger.warning("job=%s could not write progress", self.job.id, exc_info=True)
+            connection.close_if_unusable_or_obsolete()
+            return True
+
+
+class Heartbeat:
+    """
+    Refreshes the job's heartbeat from a thread while the job runs, so a long
+    model load, VAE decode or encode (no denoising steps to report) does not
+    look like a dead worker to the reaper.
+    """
+
+    def __init__(self, job: VideoGenerationJob, interval: float):
+        self.job_id = job.id
+        self.worker = job.worker
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.beat, name=f"heartbeat {job.id}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def beat(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    VideoGenerationJob.objects.filter(
+                        pk=self.job_id, status=Status.RUNNING, worker=self.worker
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError:
+                    logger.warning("job=%s could not write heartbeat", self.job_id, exc_info=True)
+                    connection.close_if_unusable_or_obsolete()
+        finally:
+            # This thread's own connection.
+            connection.close()
+
+
+def retry_database(write, *, attempts: int = 6, delay: float = 1.0):
+    """
+    Run a final state write, retrying while the database is unreachable (a
+    restart takes seconds), so a finished job is not left running.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except DatabaseError:
+            if attempt == attempts:
+                raise
+            logger.warning("database unavailable; retrying in %.0fs", delay, exc_info=True)
+            connection.close_if_unusable_or_obsolete()
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class _TemporaryFile(File):
@@ -71,10 +138,6 @@ class _TemporaryFile(File):
     # copying it: an atomic rename when both are on one filesystem.
     def temporary_file_path(self) -> str:
         return self.file.name
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def load_options() -> LoadOptions:
@@ -108,6 +171,11 @@ def job_run(job: VideoGenerationJob) -> None:
         job.model_name, job.num_frames, job.width, job.height, job.num_inference_steps, job.seed, job.attempts,
     )
     started = time.monotonic()
+    with Heartbeat(job, settings.VIDEOGEN_HEARTBEAT_INTERVAL):
+        _run_claimed(job, log, started)
+
+
+def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
     stored: list[str] = []
     run_info: dict = {}
     try:
@@ -133,7 +201,10 @@ def job_run(job: VideoGenerationJob) -> None:
         stored, file_size = _store_outputs(job, frames)
     except Cancelled as stop:
         _delete_stored(stored)
-        log.info("cancelled: stopped after step %d of %d, no video kept", stop.step, stop.total)
+        if shutdown_requested():
+            _hand_back(job, log, stop)
+        else:
+            log.info("cancelled: stopped after step %d of %d, no video kept", stop.step, stop.total)
         return
     except BaseException as exc:
         # BaseException: django-q2's timeout is a SystemExit, and a job must
@@ -142,30 +213,34 @@ def job_run(job: VideoGenerationJob) -> None:
         code, message = classify_failure(exc)
         log.exception("failed (%s) after %.1fs", code, time.monotonic() - started)
         _delete_stored(stored)
-        job.transition(
-            Status.FAILED,
-            from_={Status.RUNNING},
-            error_code=code,
-            error_message=message[:MAX_ERROR_LENGTH],
-            run_info=run_info,
-            completed_at=timezone.now(),
+        retry_database(
+            lambda: job.transition(
+                Status.FAILED,
+                from_={Status.RUNNING},
+                error_code=code,
+                error_message=message[:MAX_ERROR_LENGTH],
+                run_info=run_info,
+                completed_at=timezone.now(),
+            )
         )
         if not isinstance(exc, Exception):
             raise
         return
 
-    completed = job.transition(
-        Status.COMPLETED,
-        from_={Status.RUNNING},
-        video=stored[0],
-        poster=stored[1],
-        preview=stored[2],
-        file_size_bytes=file_size,
-        video_duration_seconds=job.num_frames / job.fps,
-        progress=100,
-        current_step=job.num_inference_steps,
-        run_info=run_info,
-        completed_at=timezone.now(),
+    completed = retry_database(
+        lambda: job.transition(
+            Status.COMPLETED,
+            from_={Status.RUNNING},
+            video=stored[0],
+            poster=stored[1],
+            preview=stored[2],
+            file_size_bytes=file_size,
+            video_duration_seconds=job.num_frames / job.fps,
+            progress=100,
+            current_step=job.num_inference_steps,
+            run_info=run_info,
+            completed_at=timezone.now(),
+        )
     )
     if completed:
         log.info("completed in %.1fs: %s (%d bytes)", time.monotonic() - started, stored[0], file_size)
@@ -173,6 +248,13 @@ def job_run(job: VideoGenerationJob) -> None:
         # Cancelled (or failed by an operator) while it was encoding: keep no video.
         _delete_stored(stored)
         log.info("left running while encoding; output discarded")
+
+
+def _hand_back(job: VideoGenerationJob, log: JobLog, stop: Cancelled) -> None:
+    from jobs.recovery import job_hand_back
+
+    retry_database(lambda: job_hand_back(job))
+    log.info("worker stopping: handed back after step %d of %d", stop.step, stop.total)
 
 
 def _store_outputs(job: VideoGenerationJob, frames) -> tuple[list[str], int]:

@@ -116,18 +116,18 @@ class VideoGenerationJob(models.Model):
     def __str__(self) -> str:
         return f"{self.id} ({self.user_id}, {self.status})"
 
-    def transition(self, to: Status, *, from_: set[Status], **fields) -> bool:
+    def transition(self, to: Status, *, from_: set[Status], where: models.Q | None = None, **fields) -> bool:
         """
         Move the job to status `to` if, in the database, it is still in one of
-        `from_`, setting `fields` in the same UPDATE. Returns False when it was
-        not (another process got there first), and then changes nothing, in
-        the database or on this instance. This is the only way status changes.
+        `from_` (and matches `where`), setting `fields` in the same UPDATE.
+        Returns False when it was not (another process got there first), and
+        then changes nothing, in the database or on this instance. This is the
+        only way status changes.
         """
-        updated = (
-            type(self)
-            .objects.filter(pk=self.pk, status__in=list(from_))
-            .update(status=to, **fields)
-        )
+        rows = type(self).objects.filter(pk=self.pk, status__in=list(from_))
+        if where is not None:
+            rows = rows.filter(where)
+        updated = rows.update(status=to, **fields)
         if updated != 1:
             return False
         self.status = to

@@ -90,9 +90,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Before django_q: its `qcluster` command replaces django-q2's with one
+    # that stops gracefully (generation/management/commands/qcluster.py).
+    "generation",
     "django_q",
     "jobs",
-    "generation",
 ]
 
 MIDDLEWARE = [
@@ -229,6 +231,16 @@ VIDEOGEN_TORCH_THREADS = envint(
 )
 VIDEOGEN_JOB_TIMEOUT = envint("VIDEOGEN_JOB_TIMEOUT", 3600, minimum=10)
 REDIS_URL = envstr("REDIS_URL", "")
+# A running job's worker refreshes its heartbeat this often; a job whose
+# heartbeat is older than the timeout (or whose worker process on this host is
+# gone) is lost, and the reaper queues it again, up to VIDEOGEN_MAX_ATTEMPTS
+# runs in all, then fails it as worker_lost.
+VIDEOGEN_HEARTBEAT_INTERVAL = envfloat("VIDEOGEN_HEARTBEAT_INTERVAL", 10.0)
+VIDEOGEN_HEARTBEAT_TIMEOUT = envfloat("VIDEOGEN_HEARTBEAT_TIMEOUT", 60.0)
+VIDEOGEN_MAX_ATTEMPTS = envint("VIDEOGEN_MAX_ATTEMPTS", 2, minimum=1)
+# On SIGTERM a worker hands its job back at the next denoising step; past this
+# many seconds the job's process is killed and the job handed back anyway.
+VIDEOGEN_SHUTDOWN_TIMEOUT = envfloat("VIDEOGEN_SHUTDOWN_TIMEOUT", 30.0)
 
 Q_CLUSTER = {
     "name": envstr("VIDEOGEN_QUEUE_NAME", "videogen"),

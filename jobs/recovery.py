@@ -1,0 +1,130 @@
+"""
+Finding jobs whose worker died, and putting them back in the queue.
+
+django-q2 re-delivers a task whose worker was killed only when its lock
+expires (hours, with our timeouts), and never counts the killed attempt; so
+the job table, not the broker, is the source of truth, and recovery is ours.
+"""
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from jobs.models import ErrorCode, Status, VideoGenerationJob
+
+logger = logging.getLogger(__name__)
+
+
+def worker_name(pid: int | None = None) -> str:
+    """How a worker process names itself on the job it runs: host:pid."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def worker_is_gone(name: str) -> bool:
+    """True when the named worker ran on this host and its process no longer exists."""
+    host, _, pid = name.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    import psutil
+
+    try:
+        process = psutil.Process(int(pid))
+    except psutil.NoSuchProcess:
+        return True
+    # A zombie has died; its parent just has not collected it yet.
+    return process.status() == psutil.STATUS_ZOMBIE
+
+
+def lost_jobs():
+    """Running jobs whose worker stopped beating, or died on this host."""
+    stale = timezone.now() - timedelta(seconds=settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
+    running = VideoGenerationJob.objects.filter(status=Status.RUNNING)
+    candidates = running.filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)) | running.filter(
+        worker__startswith=f"{socket.gethostname()}:"
+    )
+    for job in candidates.distinct().only("id", "user_id", "worker", "heartbeat_at", "attempts", "model_name"):
+        if job.heartbeat_at is None or job.heartbeat_at < stale or worker_is_gone(job.worker):
+            yield job
+
+
+def job_recover(job: VideoGenerationJob) -> str | None:
+    """
+    Requeue a lost job, or fail it as worker_lost once it has had
+    VIDEOGEN_MAX_ATTEMPTS runs: a job that kills its worker (the kernel's
+    out-of-memory killer, say) must not be retried forever. The update is
+    conditional on the job still being held by the same worker, so a worker
+    that was only slow, and a second reaper, change nothing.
+    """
+    from jobs.services import job_enqueue
+
+    still_lost = Q(worker=job.worker, heartbeat_at=job.heartbeat_at)
+    if job.attempts >= settings.VIDEOGEN_MAX_ATTEMPTS:
+        failed = job.transition(
+            Status.FAILED,
+            from_={Status.RUNNING},
+            where=still_lost,
+            error_code=ErrorCode.WORKER_LOST,
+            error_message=(
+                f"The worker running this job stopped ({job.worker or 'unknown worker'}) on each of its "
+                f"{job.attempts} attempts; it was not retried again. If the parameters are large, the process "
+                "may have run out of memory."
+            ),
+            completed_at=timezone.now(),
+        )
+        return "failed" if failed else None
+    requeued = job.transition(
+        Status.PENDING,
+        from_={Status.RUNNING},
+        where=still_lost,
+        attempts=F("attempts") + 1,
+        progress=0,
+        current_step=0,
+        worker="",
+        heartbeat_at=None,
+        started_at=None,
+    )
+    if not requeued:
+        return None
+    job_enqueue(job)
+    return "requeued"
+
+
+def reap_lost_jobs() -> dict[str, int]:
+    counts = {"requeued": 0, "failed": 0}
+    for job in lost_jobs():
+        worker = job.worker
+        outcome = job_recover(job)
+        if outcome:
+            counts[outcome] += 1
+            logger.warning(
+                "job=%s user_id=%s lost by worker %s: %s (attempt %d)",
+                job.id, job.user_id, worker or "unknown", outcome, job.attempts,
+            )
+    return counts
+
+
+def job_hand_back(job: VideoGenerationJob) -> bool:
+    """
+    Return a running job to the queue because its worker is stopping, not
+    because it failed: the attempt is not counted.
+    """
+    from jobs.services import job_enqueue
+
+    handed_back = job.transition(
+        Status.PENDING,
+        from_={Status.RUNNING},
+        where=Q(worker=job.worker),
+        progress=0,
+        current_step=0,
+        worker="",
+        heartbeat_at=None,
+        started_at=None,
+    )
+    if handed_back:
+        job_enqueue(job)
+    return handed_back

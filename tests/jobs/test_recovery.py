@@ -1,0 +1,109 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from jobs.models import Status
+from jobs.recovery import job_hand_back, reap_lost_jobs, worker_is_gone, worker_name
+
+FAR_AWAY = "some-other-host:4242"
+
+
+@pytest.fixture
+def dead_pid():
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def stale(seconds: float = 3600):
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+def test_a_job_whose_heartbeat_stopped_is_queued_again_with_one_more_attempt(make_job):
+    job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=1, progress=50)
+
+    assert reap_lost_jobs() == {"requeued": 1, "failed": 0}
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.progress, job.worker) == (Status.PENDING, 2, 0, "")
+    [queued] = OrmQ.objects.all()
+    assert queued.task["args"] == (str(job.id), job.user_id)
+
+
+def test_a_job_that_lost_its_worker_on_every_attempt_fails_as_worker_lost(make_job, settings):
+    settings.VIDEOGEN_MAX_ATTEMPTS = 2
+    job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=2)
+
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 1}
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "worker_lost")
+    assert "on each of its 2 attempts" in job.error_message
+    assert OrmQ.objects.count() == 0
+
+
+def test_a_job_with_a_fresh_heartbeat_is_left_alone(make_job):
+    job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=timezone.now())
+
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 0}
+
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+
+
+def test_a_job_whose_worker_on_this_host_is_dead_is_recovered_at_once(make_job, dead_pid):
+    job = make_job(status=Status.RUNNING, worker=worker_name(dead_pid), heartbeat_at=timezone.now())
+
+    assert reap_lost_jobs()["requeued"] == 1
+
+    job.refresh_from_db()
+    assert job.status == Status.PENDING
+
+
+def test_a_job_whose_worker_on_this_host_is_alive_is_left_alone(make_job):
+    job = make_job(status=Status.RUNNING, worker=worker_name(), heartbeat_at=timezone.now())
+
+    assert reap_lost_jobs()["requeued"] == 0
+
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+
+
+def test_a_worker_that_beats_again_before_the_reaper_writes_keeps_its_job(make_job):
+    from jobs.recovery import job_recover, lost_jobs
+
+    job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale())
+    [seen_as_lost] = list(lost_jobs())
+    job.__class__.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+
+    assert job_recover(seen_as_lost) is None
+
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+
+
+def test_finished_and_pending_jobs_are_never_reaped(make_job):
+    for status in (Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+        make_job(status=status, worker=FAR_AWAY, heartbeat_at=stale())
+
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 0}
+
+
+def test_worker_identity_is_host_and_pid(dead_pid):
+    assert not worker_is_gone(worker_name())
+    assert worker_is_gone(worker_name(dead_pid))
+    assert not worker_is_gone(FAR_AWAY)
+
+
+def test_a_job_handed_back_by_a_stopping_worker_keeps_its_attempt_count(make_job):
+    job = make_job(status=Status.RUNNING, worker=worker_name(), attempts=1)
+
+    assert job_hand_back(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.PENDING, 1)
+    assert OrmQ.objects.count() == 1
