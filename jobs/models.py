@@ -40,6 +40,9 @@ class JobQuerySet(models.QuerySet):
             return self
         return self.filter(user_id=user_id)
 
+    def active(self) -> "JobQuerySet":
+        return self.filter(status__in=ACTIVE)
+
     def completed_videos(self) -> "JobQuerySet":
         return self.filter(status=Status.COMPLETED).order_by("-completed_at", "-id")
 
@@ -78,6 +81,10 @@ class VideoGenerationJob(models.Model):
 
     video = models.FileField(max_length=500, blank=True, db_column="output_file_path")
     poster = models.FileField(max_length=500, blank=True)
+    # A client's Idempotency-Key, unique per user while it is set (keys are
+    # released after a day), and a digest of the request it came with.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     # A small animated preview for people browsing jobs.
     preview = models.FileField(max_length=500, blank=True)
     file_size_bytes = models.BigIntegerField(null=True, blank=True)
@@ -92,6 +99,13 @@ class VideoGenerationJob(models.Model):
     class Meta:
         db_table = "video_generation_jobs"
         ordering = ["-submitted_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "idempotency_key"],
+                name="job_user_idempotency_key_unique",
+                condition=models.Q(idempotency_key__isnull=False),
+            ),
+        ]
         indexes = [
             # GET /videos?user_id=: one user's completed videos, newest first.
             models.Index(

@@ -1,10 +1,13 @@
+import hashlib
+import json
 import logging
 import secrets
+from datetime import timedelta
 
-from django.db import transaction
-from django.utils import timezone
-
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from jobs.models import ACTIVE, Status, VideoGenerationJob
 
@@ -12,6 +15,44 @@ logger = logging.getLogger(__name__)
 
 # Seeds are drawn below 2**32 so they also fit generators that take 32 bits.
 SEED_RANGE = 2**32
+
+
+class ActiveJobLimitReached(Exception):
+    def __init__(self, user_id: str, active: int, limit: int):
+        super().__init__(
+            f"user_id {user_id!r} already has {active} active jobs (pending or running); the limit is {limit}. "
+            "Submit more once some have finished."
+        )
+
+
+class IdempotencyKeyReused(Exception):
+    def __init__(self, key: str):
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request; use a new key for a new request."
+        )
+
+
+def request_fingerprint(request: dict) -> str:
+    """A digest of what was asked for, to tell a retry from a different request under the same key."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _lock_user(user_id: str) -> None:
+    """
+    Serialise one user's submissions, so the active-job count cannot be raced
+    past the limit. SQLite needs nothing: our transactions are IMMEDIATE and
+    take the database's write lock up front.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(7011, hashtext(%s))", [user_id])
+
+
+def check_active_limit(user_id: str) -> None:
+    limit = settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER
+    active = VideoGenerationJob.objects.for_user(user_id).active().count()
+    if active >= limit:
+        raise ActiveJobLimitReached(user_id, active, limit)
 
 
 def job_create(
@@ -27,25 +68,66 @@ def job_create(
     guidance_scale: float,
     seed: int | None = None,
     negative_prompt: str = "",
-) -> VideoGenerationJob:
-    """Record a job and queue its generation once the row is committed."""
-    with transaction.atomic():
-        job = VideoGenerationJob.objects.create(
-            user_id=user_id,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            model_name=model_name,
-            fps=fps,
-            num_frames=num_frames,
-            width=width,
-            height=height,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            seed=secrets.randbelow(SEED_RANGE) if seed is None else seed,
-        )
-        # A worker must never pick up a task for a row it cannot see yet.
-        transaction.on_commit(lambda: job_enqueue(job))
-    return job
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> tuple[VideoGenerationJob, bool]:
+    """
+    Record a job and queue its generation once the row is committed. Returns
+    (job, created): with an idempotency_key that this user already sent
+    within VIDEOGEN_IDEMPOTENCY_TTL_HOURS, the job it created and False.
+    Raises IdempotencyKeyReused when that key came with another request
+    (another fingerprint), ActiveJobLimitReached when the user has too many
+    jobs waiting or running.
+    """
+    # Twice at most: the second time after a racing request with the same key
+    # committed first, or after an expired key was released.
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                _lock_user(user_id)
+                if idempotency_key is not None:
+                    existing = _job_for_key(user_id, idempotency_key)
+                    if existing is not None:
+                        if existing.request_fingerprint != fingerprint:
+                            raise IdempotencyKeyReused(idempotency_key)
+                        return existing, False
+                check_active_limit(user_id)
+                job = VideoGenerationJob.objects.create(
+                    user_id=user_id,
+                    prompt=prompt,
+                    negative_prompt=negative_prompt,
+                    model_name=model_name,
+                    fps=fps,
+                    num_frames=num_frames,
+                    width=width,
+                    height=height,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    seed=secrets.randbelow(SEED_RANGE) if seed is None else seed,
+                    idempotency_key=idempotency_key,
+                    request_fingerprint=fingerprint,
+                )
+                # A worker must never pick up a task for a row it cannot see yet.
+                transaction.on_commit(lambda: job_enqueue(job))
+            return job, True
+        except IntegrityError:
+            # The unique (user_id, idempotency_key) constraint is what keeps a
+            # key to one job; the look-up above only spares most duplicates
+            # the failed insert.
+            if idempotency_key is None:
+                raise
+    existing = _job_for_key(user_id, idempotency_key)
+    if existing is None or existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(idempotency_key)
+    return existing, False
+
+
+def _job_for_key(user_id: str, key: str) -> VideoGenerationJob | None:
+    """The job this user's key names, releasing the key first if it is older than the TTL."""
+    expired = timezone.now() - timedelta(hours=settings.VIDEOGEN_IDEMPOTENCY_TTL_HOURS)
+    keyed = VideoGenerationJob.objects.for_user(user_id).filter(idempotency_key=key)
+    keyed.filter(submitted_at__lt=expired).update(idempotency_key=None)
+    return keyed.first()
 
 
 def job_enqueue(job: VideoGenerationJob) -> None:

@@ -19,7 +19,13 @@ from jobs.serializers import (
     has_control_characters,
 )
 from generation.registry import served_models
-from jobs.services import job_cancel, job_create
+from jobs.services import (
+    ActiveJobLimitReached,
+    IdempotencyKeyReused,
+    job_cancel,
+    job_create,
+    request_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,27 +85,52 @@ def get_visible_job(request, job_id: str) -> VideoGenerationJob:
     return job
 
 
+def idempotency_key(request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all(32 < ord(char) < 127 for char in key):
+        raise exceptions.ValidationError(
+            {"Idempotency-Key": ["The Idempotency-Key header must be 1-255 printable ASCII characters, no spaces."]}
+        )
+    return key
+
+
 class GenerateView(APIView):
     def post(self, request):
+        key = idempotency_key(request)
         serializer = GenerationRequest(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        job = job_create(
-            user_id=data["user_id"],
-            prompt=data["prompt"],
-            negative_prompt=data["negative_prompt"],
-            model_name=data["model"],
-            fps=data["fps"],
-            num_frames=data["num_frames"],
-            width=data["width"],
-            height=data["height"],
-            num_inference_steps=data["num_inference_steps"],
-            guidance_scale=data["guidance_scale"],
-            seed=data["seed"],
-        )
+        try:
+            job, created = job_create(
+                user_id=data["user_id"],
+                prompt=data["prompt"],
+                negative_prompt=data["negative_prompt"],
+                model_name=data["model"],
+                fps=data["fps"],
+                num_frames=data["num_frames"],
+                width=data["width"],
+                height=data["height"],
+                num_inference_steps=data["num_inference_steps"],
+                guidance_scale=data["guidance_scale"],
+                seed=data["seed"],
+                idempotency_key=key,
+                fingerprint=request_fingerprint(data) if key else "",
+            )
+        except IdempotencyKeyReused as exc:
+            return json_error(422, str(exc))
+        except ActiveJobLimitReached as exc:
+            response = json_error(429, str(exc))
+            response["Retry-After"] = "30"
+            return response
         body = SubmissionSerializer(job, context={"request": request}).data
         location = request.build_absolute_uri(f"/api/v1/job/{job.id}")
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return Response(
+            body,
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+            headers={"Location": location},
+        )
 
 
 class JobView(APIView):

@@ -198,6 +198,10 @@ REST_FRAMEWORK = {
 VIDEOGEN_PAGE_SIZE = envint("VIDEOGEN_PAGE_SIZE", 20, minimum=1)
 VIDEOGEN_MAX_PAGE_SIZE = envint("VIDEOGEN_MAX_PAGE_SIZE", 100, minimum=1)
 VIDEOGEN_MAX_PROMPT_LENGTH = envint("VIDEOGEN_MAX_PROMPT_LENGTH", 2000, minimum=1)
+# Pending + running jobs one user may have at once; more is a 429.
+VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = envint("VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER", 20, minimum=1)
+# How long an Idempotency-Key names the job it created.
+VIDEOGEN_IDEMPOTENCY_TTL_HOURS = envint("VIDEOGEN_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
 # Rows created before jobs had owners get this user_id in the backfill migration.
 VIDEOGEN_LEGACY_USER_ID = envstr("VIDEOGEN_LEGACY_USER_ID", "anonymous")
 
