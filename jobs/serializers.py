@@ -10,7 +10,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from generation.registry import served_models
-from jobs.models import Status, VideoGenerationJob
+from jobs.models import ErrorCode, Status, VideoGenerationJob
 
 # The original API's bounds; a model's own bounds may be tighter.
 FPS_RANGE = (1, 60)
@@ -113,6 +113,8 @@ class JobSerializer(serializers.ModelSerializer):
     """The job status response: the original's {job_id, status, message, result} and ours."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
+    # "" until the job fails; a class from ErrorCode after.
+    error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_blank=True, read_only=True)
     message = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     model = serializers.CharField(source="model_name")

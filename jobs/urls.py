@@ -1,16 +1,24 @@
-from django.urls import re_path
+from django.urls import path
 
 from jobs import views
 
-# Paths as the original service had them, with or without a trailing slash.
-urlpatterns = [
-    re_path(r"^generate/?$", views.GenerateView.as_view(), name="generate"),
-    re_path(r"^job/(?P<job_id>[^/]+)/?$", views.JobView.as_view(), name="job"),
-    re_path(r"^job/(?P<job_id>[^/]+)/cancel/?$", views.CancelView.as_view(), name="cancel"),
-    re_path(r"^videos/?$", views.VideosView.as_view(), name="videos"),
-    re_path(r"^download/(?P<job_id>[^/]+)/?$", views.DownloadView.as_view(), name="download"),
-    re_path(r"^poster/(?P<job_id>[^/]+)/?$", views.PosterView.as_view(), name="poster"),
-    re_path(r"^preview/(?P<job_id>[^/]+)/?$", views.PreviewView.as_view(), name="preview"),
-    re_path(r"^models/?$", views.ModelsView.as_view(), name="models"),
-    re_path(r"^health/?$", views.HealthView.as_view(), name="health"),
+# The original service's paths. Each also answers with a trailing slash
+# (those aliases are left out of the OpenAPI schema).
+routes = [
+    ("generate", views.GenerateView, "generate"),
+    ("job/<str:job_id>", views.JobView, "job"),
+    ("job/<str:job_id>/cancel", views.CancelView, "cancel"),
+    ("videos", views.VideosView, "videos"),
+    ("download/<str:job_id>", views.DownloadView, "download"),
+    ("poster/<str:job_id>", views.PosterView, "poster"),
+    ("preview/<str:job_id>", views.PreviewView, "preview"),
+    ("models", views.ModelsView, "models"),
+    ("health", views.HealthView, "health"),
+]
+
+urlpatterns = [path(route, view.as_view(), name=name) for route, view, name in routes]
+urlpatterns += [path(f"{route}/", view.as_view()) for route, view, name in routes]
+urlpatterns += [
+    path("schema", views.SchemaView.as_view(), name="schema"),
+    path("docs", views.DocsView.as_view(url_name="schema"), name="docs"),
 ]

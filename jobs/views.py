@@ -6,9 +6,12 @@ from django.db import DatabaseError, connection
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.views import APIView, exception_handler
 
 from jobs.http import json_error, ranged_file_response
+from jobs import schema
 from jobs.models import Status, VideoGenerationJob
 from jobs.serializers import (
     GenerationRequest,
@@ -97,6 +100,18 @@ def idempotency_key(request) -> str | None:
 
 
 class GenerateView(APIView):
+    @extend_schema(
+        operation_id="generate",
+        request=GenerationRequest,
+        parameters=[schema.IDEMPOTENCY_KEY],
+        responses={
+            202: SubmissionSerializer,
+            200: OpenApiResponse(SubmissionSerializer, description="The job this Idempotency-Key created."),
+            422: schema.ERROR,
+            429: schema.ERROR,
+            **schema.COMMON_ERRORS,
+        },
+    )
     def post(self, request):
         key = idempotency_key(request)
         serializer = GenerationRequest(data=request.data)
@@ -134,6 +149,11 @@ class GenerateView(APIView):
 
 
 class JobView(APIView):
+    @extend_schema(
+        operation_id="job_status",
+        parameters=[schema.USER_ID],
+        responses={200: JobSerializer, **schema.COMMON_ERRORS},
+    )
     def get(self, request, job_id):
         job = get_visible_job(request, job_id)
         return Response(JobSerializer(job, context={"request": request}).data)
@@ -166,7 +186,19 @@ class VideoCursorPagination(CursorPagination):
 
 
 class VideosView(APIView):
+    @extend_schema(
+        operation_id="videos",
+        parameters=[
+            schema.USER_ID,
+            OpenApiParameter("cursor", str, description="From a previous page's next or previous link."),
+            OpenApiParameter("page_size", int, description="At most VIDEOGEN_MAX_PAGE_SIZE (default 100)."),
+        ],
+        responses={200: schema.VideoListSerializer, **schema.COMMON_ERRORS},
+    )
     def get(self, request):
+        page_size = request.query_params.get("page_size")
+        if page_size is not None and not (page_size.isdigit() and int(page_size) > 0):
+            raise exceptions.ValidationError({"page_size": ["page_size must be a positive integer."]})
         queryset = VideoGenerationJob.objects.for_user(requested_user_id(request)).completed_videos()
         paginator = VideoCursorPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
@@ -197,22 +229,37 @@ class _JobFileView(APIView):
         return ranged_file_response(request, file, size=size, content_type=self.content_type, filename=filename)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="download", parameters=[schema.USER_ID], responses=schema.file_responses("video/mp4"))
+)
 class DownloadView(_JobFileView):
     field_name = "video"
     content_type = "video/mp4"
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="poster", parameters=[schema.USER_ID], responses=schema.file_responses("image/jpeg"))
+)
 class PosterView(_JobFileView):
     field_name = "poster"
     content_type = "image/jpeg"
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="preview", parameters=[schema.USER_ID], responses=schema.file_responses("image/webp"))
+)
 class PreviewView(_JobFileView):
     field_name = "preview"
     content_type = "image/webp"
 
 
 class CancelView(APIView):
+    @extend_schema(
+        operation_id="cancel",
+        request=None,
+        parameters=[schema.USER_ID],
+        responses={200: JobSerializer, 409: schema.ERROR, **schema.COMMON_ERRORS},
+    )
     def post(self, request, job_id):
         job = get_visible_job(request, job_id)
         if not job_cancel(job):
@@ -225,6 +272,7 @@ class CancelView(APIView):
 
 
 class ModelsView(APIView):
+    @extend_schema(operation_id="models", responses={200: schema.ModelListSerializer, **schema.COMMON_ERRORS})
     def get(self, request):
         return Response(
             {
@@ -235,6 +283,10 @@ class ModelsView(APIView):
 
 
 class HealthView(APIView):
+    @extend_schema(
+        operation_id="health",
+        responses={200: schema.HealthSerializer, 503: schema.HealthSerializer, **schema.COMMON_ERRORS},
+    )
     def get(self, request):
         checks = {"database": _check_database(), "broker": _check_broker()}
         healthy = all(check == "ok" for check in checks.values())
@@ -266,3 +318,11 @@ def _check_broker() -> str:
         return "ok"
     except Exception as exc:
         return f"unavailable: {exc}"
+
+
+class SchemaView(SpectacularAPIView):
+    pass
+
+
+class DocsView(SpectacularSwaggerView):
+    pass

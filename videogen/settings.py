@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     # Before django_q: its `qcluster` command replaces django-q2's with one
     # that stops gracefully (generation/management/commands/qcluster.py).
     "generation",
@@ -193,6 +194,17 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "jobs.views.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "videogen",
+    "DESCRIPTION": "Text to video: submit a prompt, poll the job, download the MP4.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["jobs.schema.hide_trailing_slash_aliases"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Status"},
 }
 
 VIDEOGEN_PAGE_SIZE = envint("VIDEOGEN_PAGE_SIZE", 20, minimum=1)

@@ -1,0 +1,72 @@
+"""OpenAPI: the shapes of responses the views build by hand, and what to leave out of the schema."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+from jobs.serializers import VideoInfo
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    job_id = serializers.UUIDField(required=False)
+    status = serializers.CharField(required=False)
+
+
+class VideoListSerializer(serializers.Serializer):
+    videos = VideoInfo(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    total = serializers.IntegerField(help_text="Exact while total_is_exact; otherwise a lower bound.")
+    total_is_exact = serializers.BooleanField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+    checks = serializers.DictField(child=serializers.CharField())
+
+
+class ModelBoundSerializer(serializers.Serializer):
+    min = serializers.FloatField()
+    max = serializers.FloatField()
+    multiple_of = serializers.IntegerField(required=False)
+
+
+class ModelInfoSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    pipeline = serializers.CharField()
+    defaults = serializers.DictField(child=serializers.FloatField())
+    bounds = serializers.DictField(child=ModelBoundSerializer())
+
+
+class ModelListSerializer(serializers.Serializer):
+    default = serializers.CharField()
+    models = ModelInfoSerializer(many=True)
+
+
+ERROR = OpenApiResponse(ErrorSerializer)
+USER_ID = OpenApiParameter(
+    "user_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.QUERY,
+    description="Only this user's jobs; another user's job answers 404, like a missing one.",
+)
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Retrying with the same key (and user_id) within 24 hours returns the original job with 200.",
+)
+COMMON_ERRORS = {400: ERROR, 404: ERROR, 405: ERROR, 413: ERROR, 415: ERROR, 503: ERROR}
+
+
+def file_responses(content_type: str) -> dict:
+    binary = OpenApiResponse(OpenApiTypes.BINARY, description=content_type)
+    return {200: binary, 206: binary, 409: ERROR, 410: ERROR, 416: ERROR, **COMMON_ERRORS}
+
+
+def hide_trailing_slash_aliases(endpoints):
+    """Every path also answers with a trailing slash; the schema lists each once."""
+    return [endpoint for endpoint in endpoints if not endpoint[0].endswith("/")]
