@@ -59,6 +59,10 @@ class ModelSpec:
     max_guidance_scale: float = 20.0
     fps: int = 24
 
+    # Seconds a job of this model may run (load included) before it fails as
+    # timed out; at most VIDEOGEN_JOB_TIMEOUT, which is the default.
+    timeout: int | None = None
+
     # Memory and speed options, all off unless the spec or the operator asks.
     enable_model_cpu_offload: bool = False
     enable_vae_slicing: bool = False
@@ -216,7 +220,18 @@ def _registry(models_file: str) -> dict[str, ModelSpec]:
     for name, spec in specs.items():
         if spec.cache not in (None, *CACHE_METHODS):
             raise ImproperlyConfigured(f"model {name!r}: cache must be one of {CACHE_METHODS}")
+        if spec.timeout is not None and not 1 <= spec.timeout <= settings.VIDEOGEN_JOB_TIMEOUT:
+            # The broker's redelivery lock is sized from VIDEOGEN_JOB_TIMEOUT.
+            raise ImproperlyConfigured(
+                f"model {name!r}: timeout must be 1-{settings.VIDEOGEN_JOB_TIMEOUT} (VIDEOGEN_JOB_TIMEOUT)"
+            )
     return specs
+
+
+def job_timeout(name: str) -> int:
+    """Seconds a job of this model may run."""
+    spec = registry().get(name)
+    return (spec.timeout if spec and spec.timeout else None) or settings.VIDEOGEN_JOB_TIMEOUT
 
 
 def registry() -> dict[str, ModelSpec]:

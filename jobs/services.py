@@ -137,7 +137,7 @@ def job_enqueue(job: VideoGenerationJob) -> None:
     """
     from django_q.tasks import async_task
 
-    from generation.registry import queue_for_model
+    from generation.registry import job_timeout, queue_for_model
 
     try:
         async_task(
@@ -148,6 +148,7 @@ def job_enqueue(job: VideoGenerationJob) -> None:
             # None: the default queue. A pinned model's jobs wait in its own
             # queue for the workers started on it.
             cluster=queue_for_model(job.model_name),
+            timeout=job_timeout(job.model_name),
         )
     except Exception as exc:
         logger.exception("job=%s user_id=%s could not be queued", job.id, job.user_id)

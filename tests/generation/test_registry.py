@@ -95,3 +95,31 @@ def test_models_can_be_pinned_to_queues(settings):
 
     assert queue_for_model("cogvideox-5b") == "big-gpus"
     assert queue_for_model("tiny-random") is None
+
+
+def test_a_model_can_have_a_shorter_time_limit(models_file, settings):
+    settings.VIDEOGEN_JOB_TIMEOUT = 600
+    models_file({"tiny-random": {"timeout": 30}})
+
+    assert registry.job_timeout("tiny-random") == 30
+    assert registry.job_timeout("tiny-random-wan") == 600
+
+
+def test_a_model_time_limit_above_the_global_one_is_refused(models_file, settings):
+    settings.VIDEOGEN_JOB_TIMEOUT = 600
+    models_file({"tiny-random": {"timeout": 601}})
+
+    with pytest.raises(ImproperlyConfigured, match="VIDEOGEN_JOB_TIMEOUT"):
+        registry.registry()
+
+
+def test_the_queued_task_carries_the_models_time_limit(make_job, models_file, settings):
+    from django_q.models import OrmQ
+
+    from jobs.services import job_enqueue
+
+    models_file({"tiny-random": {"timeout": 45}})
+
+    job_enqueue(make_job())
+
+    assert OrmQ.objects.get().task["timeout"] == 45
