@@ -1,11 +1,423 @@
-from django.contrib import admin
+"""
+The operators' view of every user's jobs.
 
-from jobs.models import VideoGenerationJob
+It must stay fast on a table of millions of rows: every column is computed
+from the row itself (no query per row), the page never counts the whole table
+(see EstimatedCountPaginator), each filter narrows by an indexed column with
+submitted_at as the index's second column so "newest first" reads the index
+in order, and facet counts are off.
+"""
+
+import datetime
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db import connection
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.text import Truncator, capfirst
+
+from generation.registry import registry
+from jobs.models import Status, VideoGenerationJob
+from jobs.operations import Outcome, jobs_cancel, jobs_rerun
+
+# Counting stops here: past it a list says "more than 10,000" instead of
+# scanning every matching row on every page load.
+COUNT_CAP = 10_000
+# An action re-runs or cancels jobs one conditional update at a time, inside
+# the request; more than this belongs to `manage.py rerun_failed_jobs`.
+ACTION_LIMIT = 1_000
+PROMPT_EXCERPT_CHARS = 60
+
+STATUS_COLOURS = {
+    Status.PENDING: "#6c757d",
+    Status.RUNNING: "#0b5ed7",
+    Status.COMPLETED: "#198754",
+    Status.FAILED: "#dc3545",
+    Status.CANCELLED: "#9a6700",
+}
+
+
+class EstimatedCountPaginator(Paginator):
+    """
+    A paginator whose count never scans a large table. Unfiltered on
+    PostgreSQL, a big table is counted from the planner's statistics
+    (pg_class.reltuples, kept fresh by autovacuum); otherwise rows are counted
+    up to COUNT_CAP. `count_kind` tells the template which it got: "exact",
+    "estimate" or "at_least".
+    """
+
+    count_kind = "exact"
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not queryset.query.where and connection.vendor == "postgresql":
+            estimate = _estimated_rows(queryset.model._meta.db_table)
+            if estimate > COUNT_CAP:
+                self.count_kind = "estimate"
+                return estimate
+        counted = queryset.order_by()[: COUNT_CAP + 1].count()
+        if counted > COUNT_CAP:
+            self.count_kind = "at_least"
+            return COUNT_CAP
+        return counted
+
+
+def _estimated_rows(table: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        row = cursor.fetchone()
+    # -1 until the table is first analysed.
+    return max(row[0], 0) if row else 0
+
+
+class JobChangeList(ChangeList):
+    @cached_property
+    def date_hierarchy_links(self) -> dict:
+        """
+        Django's date drill-down (the same links and template), but with the
+        years, months or days taken from the first and last submission of the
+        filtered list: two index seeks, where Django's own asks the database
+        for the DISTINCT days of every matching row (300 ms of a 350 ms page
+        on 100,000 jobs in SQLite). The price: a day or month inside that
+        range with no jobs gets a link too, to an empty list.
+        """
+        field = self.date_hierarchy
+        year, month, day = (self.params.get(f"{field}__{part}") for part in ("year", "month", "day"))
+
+        def link(filters: dict) -> str:
+            return self.get_query_string(filters, [f"{field}__"])
+
+        if year and month and day:
+            chosen = datetime.date(int(year), int(month), int(day))
+            return {
+                "show": True,
+                "back": {
+                    "link": link({f"{field}__year": year, f"{field}__month": month}),
+                    "title": capfirst(formats.date_format(chosen, "YEAR_MONTH_FORMAT")),
+                },
+                "choices": [{"title": capfirst(formats.date_format(chosen, "MONTH_DAY_FORMAT"))}],
+            }
+
+        first, last = self._first_and_last(field)
+        if first is None:
+            return {"show": False}
+        if not (year or month):
+            # Start as deep as the data allows, as Django does.
+            if first.year == last.year:
+                year = first.year
+                if first.month == last.month:
+                    month = first.month
+        if year and month:
+            days = [datetime.date(first.year, first.month, number) for number in range(first.day, last.day + 1)]
+            return {
+                "show": True,
+                "back": {"link": link({f"{field}__year": year}), "title": str(year)},
+                "choices": [
+                    {
+                        "link": link({f"{field}__year": year, f"{field}__month": month, f"{field}__day": date.day}),
+                        "title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT")),
+                    }
+                    for date in days
+                ],
+            }
+        if year:
+            months = [datetime.date(first.year, number, 1) for number in range(first.month, last.month + 1)]
+            return {
+                "show": True,
+                "back": {"link": link({}), "title": "All dates"},
+                "choices": [
+                    {
+                        "link": link({f"{field}__year": year, f"{field}__month": date.month}),
+                        "title": capfirst(formats.date_format(date, "YEAR_MONTH_FORMAT")),
+                    }
+                    for date in months
+                ],
+            }
+        return {
+            "show": True,
+            "back": None,
+            "choices": [
+                {"link": link({f"{field}__year": str(number)}), "title": str(number)}
+                for number in range(first.year, last.year + 1)
+            ],
+        }
+
+    def _first_and_last(self, field: str) -> tuple[datetime.datetime | None, datetime.datetime | None]:
+        # ORDER BY ... LIMIT 1 both ways: each filter's index ends in
+        # submitted_at, so each is one seek. (SQLite scans for MIN and MAX
+        # asked together.)
+        values = self.queryset.values_list(field, flat=True)
+        first = values.order_by(field).first()
+        if first is None:
+            return None, None
+        last = values.order_by(f"-{field}").first()
+        return timezone.localtime(first), timezone.localtime(last)
+
+
+class UserIdFilter(admin.SimpleListFilter):
+    """
+    A box to type a user_id into: there are far too many users for a list of
+    links, and the exact match is served by the (user_id, submitted_at) index
+    where the search box's substring match cannot be.
+    """
+
+    title = "user id"
+    parameter_name = "user_id"
+    template = "admin/jobs/user_id_filter.html"
+
+    def lookups(self, request, model_admin):
+        return ()
+
+    def has_output(self) -> bool:
+        return True
+
+    def choices(self, changelist):
+        # One "choice": what the template needs to render its form.
+        yield {
+            "value": self.value() or "",
+            "hidden": [
+                (name, value)
+                for name, values in changelist.filter_params.items()
+                if name != self.parameter_name
+                for value in values
+            ],
+            "clear_link": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+    def queryset(self, request, queryset):
+        value = (self.value() or "").strip()
+        if value:
+            return queryset.filter(user_id=value)
+        return queryset
+
+
+class ModelNameFilter(admin.SimpleListFilter):
+    """
+    The models the registry knows, without asking the table: listing the
+    distinct model_name values would read every row on every page load.
+    """
+
+    title = "model"
+    parameter_name = "model_name"
+
+    def lookups(self, request, model_admin):
+        names = set(registry())
+        if self.value():
+            # A model since removed from the registry stays filterable by URL.
+            names.add(self.value())
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(model_name=self.value())
+        return queryset
+
+
+class FailureClassFilter(admin.ChoicesFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "failure class"
 
 
 @admin.register(VideoGenerationJob)
 class VideoGenerationJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "user_id", "status", "progress", "model_name", "submitted_at", "completed_at"]
-    list_filter = ["status", "model_name"]
-    search_fields = ["user_id", "prompt"]
-    readonly_fields = [field.name for field in VideoGenerationJob._meta.fields]
+    list_display = [
+        "short_id",
+        "user_id",
+        "status_badge",
+        "progress_bar",
+        "model_name",
+        "prompt_excerpt",
+        "submitted_at",
+        "run_time",
+        "thumbnail",
+    ]
+    list_display_links = ["short_id"]
+    list_filter = [UserIdFilter, "status", ModelNameFilter, ("error_code", FailureClassFilter)]
+    date_hierarchy = "submitted_at"
+    # An exact user_id (ids are exact), or a substring of the prompt.
+    search_fields = ["user_id__exact", "prompt"]
+    search_help_text = "An exact user_id, or words from the prompt."
+    ordering = ["-submitted_at"]
+    # Sorting by any other column sorts the whole table on every page load;
+    # the filters narrow by those columns instead, from their indexes.
+    sortable_by = ["submitted_at"]
+    list_per_page = 50
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    actions = ["rerun_selected", "cancel_selected"]
+
+    fieldsets = [
+        (
+            None,
+            {"fields": ["id", "user_id", "status_badge", "progress_bar", "current_step", "attempts", "model_name"]},
+        ),
+        ("Prompt", {"fields": ["prompt", "negative_prompt"]}),
+        (
+            "Parameters",
+            {"fields": ["fps", "num_frames", "width", "height", "num_inference_steps", "guidance_scale", "seed"]},
+        ),
+        ("Timestamps", {"fields": ["submitted_at", "started_at", "completed_at", "run_time"]}),
+        ("Result", {"fields": ["error_code", "error_text", "video_player", "poster_image", "file_size_bytes",
+                               "video_duration_seconds"]}),
+        ("Worker", {"classes": ["collapse"], "fields": ["worker", "heartbeat_at", "run_info"]}),
+    ]
+
+    # Jobs are made by the API and change only through their services:
+    # nothing on the job page is editable, and nothing is added or deleted
+    # here (deleting a row would leave its video in storage).
+    def get_readonly_fields(self, request, obj=None):
+        return [name for fieldset in self.fieldsets for name in fieldset[1]["fields"]]
+
+    def get_changelist(self, request, **kwargs):
+        return JobChangeList
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context.update({"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False})
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    # --- Columns: each computed from the row alone, so a page costs no extra query.
+
+    @admin.display(description="job", ordering="id")
+    def short_id(self, job: VideoGenerationJob) -> str:
+        return str(job.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, job: VideoGenerationJob) -> str:
+        return format_html(
+            '<span class="job-status job-status-{}" style="color: #fff; background: {}; padding: 1px 6px;'
+            ' border-radius: 8px; white-space: nowrap;">{}</span>',
+            job.status,
+            STATUS_COLOURS.get(job.status, "#6c757d"),
+            job.get_status_display(),
+        )
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_bar(self, job: VideoGenerationJob) -> str:
+        return format_html(
+            '<progress max="100" value="{}" title="{}%" style="width: 6em;">{}%</progress> {}%',
+            job.progress,
+            job.progress,
+            job.progress,
+            job.progress,
+        )
+
+    @admin.display(description="prompt")
+    def prompt_excerpt(self, job: VideoGenerationJob) -> str:
+        return Truncator(job.prompt).chars(PROMPT_EXCERPT_CHARS)
+
+    @admin.display(description="run time")
+    def run_time(self, job: VideoGenerationJob) -> str:
+        if job.started_at is None:
+            return "-"
+        if job.completed_at is not None:
+            return format_duration(job.completed_at - job.started_at)
+        if job.status == Status.RUNNING:
+            return format_duration(timezone.now() - job.started_at) + " so far"
+        return "-"
+
+    @admin.display(description="poster")
+    def thumbnail(self, job: VideoGenerationJob) -> str:
+        if job.status != Status.COMPLETED or not job.poster:
+            return "-"
+        return format_html(
+            '<img src="{}" alt="" loading="lazy" style="height: 40px; width: auto; display: block;">',
+            reverse("poster", args=[job.id]),
+        )
+
+    # --- The job page.
+
+    @admin.display(description="error")
+    def error_text(self, job: VideoGenerationJob) -> str:
+        if not job.error_message:
+            return "-"
+        return format_html('<pre style="white-space: pre-wrap; margin: 0;">{}</pre>', job.error_message)
+
+    @admin.display(description="video")
+    def video_player(self, job: VideoGenerationJob) -> str:
+        if job.status != Status.COMPLETED or not job.video:
+            return "-"
+        # The download view honours Range, so the player can seek.
+        return format_html(
+            '<video id="job-video" controls preload="metadata" src="{}" poster="{}"'
+            ' style="max-width: 100%; width: {}px;"></video>',
+            reverse("download", args=[job.id]),
+            reverse("poster", args=[job.id]) if job.poster else "",
+            # Its own size, but big enough for the controls and not wider than the page.
+            min(max(job.width, 320), 720),
+        )
+
+    @admin.display(description="poster")
+    def poster_image(self, job: VideoGenerationJob) -> str:
+        if job.status != Status.COMPLETED or not job.poster:
+            return "-"
+        return format_html(
+            '<img src="{}" alt="poster of job {}" style="max-width: 360px;">',
+            reverse("poster", args=[job.id]),
+            job.id,
+        )
+
+    # --- Actions. Both go through jobs.operations, the same code as the command.
+
+    @admin.action(description="Re-run selected failed jobs", permissions=["change"])
+    def rerun_selected(self, request, queryset) -> None:
+        if self._refuse_if_too_many(request, queryset, "Re-running"):
+            return
+        outcome = jobs_rerun(queryset)
+        self._report(request, outcome, done="Re-ran", why="only failed jobs can be re-run")
+
+    @admin.action(description="Cancel selected pending or running jobs", permissions=["change"])
+    def cancel_selected(self, request, queryset) -> None:
+        if self._refuse_if_too_many(request, queryset, "Cancelling"):
+            return
+        outcome = jobs_cancel(queryset)
+        self._report(request, outcome, done="Cancelled", why="only pending or running jobs can be cancelled")
+
+    def _refuse_if_too_many(self, request, queryset, doing: str) -> bool:
+        if queryset.order_by()[: ACTION_LIMIT + 1].count() <= ACTION_LIMIT:
+            return False
+        self.message_user(
+            request,
+            f"{doing} more than {ACTION_LIMIT} jobs at once is refused here: narrow the selection, or use "
+            f"`python manage.py rerun_failed_jobs` for failed jobs.",
+            messages.ERROR,
+        )
+        return True
+
+    def _report(self, request, outcome: Outcome, *, done: str, why: str) -> None:
+        changed = len(outcome.changed)
+        self.message_user(
+            request,
+            f"{done} {changed} job{'' if changed == 1 else 's'}.",
+            messages.SUCCESS if changed else messages.WARNING,
+        )
+        if outcome.skipped:
+            skipped = outcome.skipped_count
+            self.message_user(
+                request,
+                f"Skipped {skipped} job{'' if skipped == 1 else 's'} ({why}): {outcome.describe_skipped()}.",
+                messages.WARNING,
+            )
+
+
+def format_duration(duration: datetime.timedelta) -> str:
+    seconds = max(duration.total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

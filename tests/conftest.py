@@ -4,6 +4,7 @@ from rest_framework.test import APIClient
 
 from generation.encoding import encode_mp4, write_poster
 from jobs.models import Status, VideoGenerationJob
+from tests.cluster import running_qcluster
 
 # Small enough that a real tiny-random generation takes well under a second.
 FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "fps": 8}
@@ -18,6 +19,13 @@ def media_root(settings, tmp_path):
 @pytest.fixture
 def api():
     return APIClient()
+
+
+@pytest.fixture
+def qcluster(tmp_path, media_root):
+    """A real qcluster process running jobs from the test database (needs a transactional test)."""
+    with running_qcluster(tmp_path / "qcluster.log", media_root) as cluster:
+        yield cluster
 
 
 @pytest.fixture

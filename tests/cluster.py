@@ -1,0 +1,91 @@
+"""
+A real `qcluster` process (django-q2, ORM broker) against the test database,
+for tests that need jobs to actually run: tests/test_cluster.py and the
+browser test. The `qcluster` fixture in tests/conftest.py starts one.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from jobs.models import FINISHED, Status, VideoGenerationJob
+
+TIMEOUT = 180
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL that points a child process at this test database."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+test_database_url.__test__ = False
+
+
+class Cluster:
+    def __init__(self, process: subprocess.Popen, log_path: Path):
+        self.process = process
+        self.log_path = log_path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextlib.contextmanager
+def running_qcluster(log_path: Path, media_root: Path) -> Iterator[Cluster]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "VIDEOGEN_MEDIA_ROOT": str(media_root),
+        "VIDEOGEN_WORKERS": "1",
+        "VIDEOGEN_QUEUE_POLL": "0.05",
+        "VIDEOGEN_PROGRESS_INTERVAL": "0.05",
+    }
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    cluster = Cluster(process, log_path)
+    try:
+        yield cluster
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail("qcluster did not stop within 30 s of SIGTERM:\n" + cluster.log[-3000:])
+
+
+def wait_until_finished(jobs, cluster: Cluster, progress_seen: set[int]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        states = {job.pk: VideoGenerationJob.objects.values_list("status", "progress").get(pk=job.pk) for job in jobs}
+        progress_seen.update(progress for status, progress in states.values() if status == Status.RUNNING)
+        if all(status in FINISHED for status, _ in states.values()):
+            return
+        if cluster.process.poll() is not None:
+            pytest.fail("qcluster exited early:\n" + cluster.log[-3000:])
+        time.sleep(0.02)
+    pytest.fail(f"jobs not finished after {TIMEOUT} s: {states}\n" + cluster.log[-3000:])
