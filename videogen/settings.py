@@ -8,6 +8,7 @@ every variable.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -247,6 +248,7 @@ VIDEOGEN_TORCH_THREADS = envint(
 )
 VIDEOGEN_JOB_TIMEOUT = envint("VIDEOGEN_JOB_TIMEOUT", 3600, minimum=10)
 REDIS_URL = envstr("REDIS_URL", "")
+VIDEOGEN_QUEUE_RETRY = envint("VIDEOGEN_QUEUE_RETRY", 300, minimum=5)
 # A running job's worker refreshes its heartbeat this often; a job whose
 # heartbeat is older than the timeout (or whose worker process on this host is
 # gone) is lost, and the reaper queues it again, up to VIDEOGEN_MAX_ATTEMPTS
@@ -268,13 +270,15 @@ Q_CLUSTER = {
     # `timeout` seconds; the task marks the job failed before re-raising.
     "timeout": VIDEOGEN_JOB_TIMEOUT,
     # A dequeued task stays locked for `retry` seconds, then the ORM broker
-    # delivers it again. The pusher prefetches up to `queue_limit` tasks per
-    # worker and can hold one more while the queue is full, so a task may wait
-    # behind two full runs before its own starts: the lock must outlast three
-    # timeouts or a slow-but-healthy job would be delivered twice. (Our claim is
-    # a conditional update, so a second delivery is a no-op anyway.)
+    # delivers it again, whether or not its first delivery still runs.
+    # django-q2's advice is retry > timeout, to avoid running a task twice.
+    # Our claim (UPDATE ... WHERE status='pending') already makes a second
+    # delivery a logged no-op, so we choose the opposite: a short retry, so
+    # that tasks prefetched by a cluster that died (SIGKILL, OOM, a lost
+    # machine) are delivered again within minutes instead of hours. The cost
+    # is one no-op delivery per `retry` seconds of a long-running job.
     "queue_limit": VIDEOGEN_WORKERS,
-    "retry": VIDEOGEN_JOB_TIMEOUT * 3 + 60,
+    "retry": VIDEOGEN_QUEUE_RETRY,
     # The task records failures on the job itself; never let the broker re-run
     # a task blindly (the original retried out-of-memory errors three times).
     "max_attempts": 1,
@@ -284,6 +288,10 @@ Q_CLUSTER = {
     "poll": envfloat("VIDEOGEN_QUEUE_POLL", 0.2),
     "label": "Task queue",
 }
+# django-q2 warns at import when retry < timeout; see "retry" above for why
+# that is deliberate here.
+warnings.filterwarnings("ignore", message="Retry and timeout are misconfigured")
+
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
