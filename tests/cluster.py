@@ -48,7 +48,7 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_qcluster(log_path: Path, media_root: Path) -> Iterator[Cluster]:
+def running_qcluster(log_path: Path, media_root: Path, **extra_env: str) -> Iterator[Cluster]:
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
@@ -56,26 +56,33 @@ def running_qcluster(log_path: Path, media_root: Path) -> Iterator[Cluster]:
         "VIDEOGEN_WORKERS": "1",
         "VIDEOGEN_QUEUE_POLL": "0.05",
         "VIDEOGEN_PROGRESS_INTERVAL": "0.05",
+        **extra_env,
     }
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
+        # Its own session, so a test can kill the whole cluster (killpg) and nothing else.
         process = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
             cwd=settings.BASE_DIR,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     cluster = Cluster(process, log_path)
     try:
         yield cluster
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail("qcluster did not stop within 30 s of SIGTERM:\n" + cluster.log[-3000:])
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                pytest.fail("qcluster did not stop within 30 s of SIGTERM:\n" + cluster.log[-3000:])
+        # Whatever it left behind (workers of a cluster killed with SIGKILL).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_until_finished(jobs, cluster: Cluster, progress_seen: set[int]) -> None:

@@ -1,0 +1,142 @@
+"""
+Nothing lost, nothing stuck, nothing run twice, with real processes: worker
+processes killed with SIGKILL, a whole cluster killed and restarted, a
+cluster stopped with SIGTERM, a task delivered twice.
+"""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from jobs.models import Status, VideoGenerationJob
+from jobs.services import job_enqueue
+from tests.cluster import running_qcluster, wait_until_finished
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Several seconds of denoising on the tiny model: long enough to kill it mid-way.
+LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150}
+
+
+def submit(make_job, **fields) -> VideoGenerationJob:
+    job = make_job(**{**LONG_JOB, **fields})
+    job_enqueue(job)
+    return job
+
+
+def wait_for(condition, what: str, cluster, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}:\n" + cluster.log[-4000:])
+
+
+def running_worker_pid(job: VideoGenerationJob, cluster, after_step: int = 1, not_pid: int | None = None) -> int:
+    """Wait until the job runs past after_step in a worker, and return that worker's pid."""
+
+    def check():
+        row = VideoGenerationJob.objects.get(pk=job.pk)
+        if row.status == Status.RUNNING and row.current_step >= after_step and row.worker:
+            pid = int(row.worker.rpartition(":")[2])
+            if pid != not_pid:
+                return pid
+        return None
+
+    return wait_for(check, "the job to run", cluster)
+
+
+def test_a_job_whose_worker_is_killed_completes_on_its_second_attempt(make_job, tmp_path, media_root):
+    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
+        job = submit(make_job)
+        os.kill(running_worker_pid(job, cluster), signal.SIGKILL)
+
+        wait_until_finished([job], cluster, set())
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETED, 2), job.error_message
+    assert "lost by worker" in cluster.log
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(make_job, tmp_path, media_root, settings):
+    with running_qcluster(tmp_path / "q.log", media_root, VIDEOGEN_MAX_ATTEMPTS="2") as cluster:
+        job = submit(make_job)
+        first = running_worker_pid(job, cluster)
+        os.kill(first, signal.SIGKILL)
+        os.kill(running_worker_pid(job, cluster, not_pid=first), signal.SIGKILL)
+
+        wait_until_finished([job], cluster, set())
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.attempts) == (Status.FAILED, "worker_lost", 2)
+    assert "on each of its 2 attempts" in job.error_message
+
+
+def test_a_job_survives_its_whole_cluster_being_killed_and_restarted(make_job, tmp_path, media_root):
+    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
+        job = submit(make_job)
+        running_worker_pid(job, cluster)
+        os.killpg(cluster.process.pid, signal.SIGKILL)
+        cluster.process.wait()
+
+    with running_qcluster(tmp_path / "q.log", media_root) as restarted:
+        wait_until_finished([job], restarted, set())
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETED, 2)
+
+
+def test_sigterm_hands_the_running_job_back_and_another_cluster_finishes_it(make_job, tmp_path, media_root):
+    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
+        job = submit(make_job)
+        running_worker_pid(job, cluster, after_step=3)
+        stopping = time.monotonic()
+        cluster.process.send_signal(signal.SIGTERM)
+        cluster.process.wait(timeout=30)
+        stopped_in = time.monotonic() - stopping
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, "")
+    assert re.search(r"handed back after step \d+ of 150", cluster.log)
+    assert stopped_in < 15
+
+    with running_qcluster(tmp_path / "q.log", media_root) as restarted:
+        wait_until_finished([job], restarted, set())
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETED, 1)
+
+
+def test_a_worker_that_cannot_stop_in_time_is_killed_and_its_job_handed_back(make_job, tmp_path, media_root):
+    # One denoising step, then a long VAE decode with no step boundary to stop at.
+    with running_qcluster(tmp_path / "q.log", media_root, VIDEOGEN_SHUTDOWN_TIMEOUT="1") as cluster:
+        job = submit(make_job, width=512, height=512, num_frames=49, num_inference_steps=1)
+        wait_for(
+            lambda: VideoGenerationJob.objects.filter(pk=job.pk, current_step=1).exists(), "the decode", cluster
+        )
+        cluster.process.send_signal(signal.SIGTERM)
+        cluster.process.wait(timeout=30)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, "")
+    assert "did not hand job" in cluster.log
+
+
+def test_a_task_delivered_twice_runs_the_job_once(make_job, tmp_path, media_root):
+    job = make_job(width=64, height=64, num_frames=5, num_inference_steps=20)
+    job_enqueue(job)
+    job_enqueue(job)
+
+    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
+        wait_until_finished([job], cluster, set())
+        wait_for(lambda: cluster.log.count(f"job={job.id}") >= 4, "both deliveries", cluster)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETED, 1)
+    assert cluster.log.count(f"job={job.id} user_id=alice running tiny-random") == 1
+    assert re.search(rf"job={job.id} user_id=alice not pending but (running|completed)", cluster.log)
+    assert sorted(path.name for path in (media_root / "videos").iterdir()) == [f"{job.id}.mp4"]
