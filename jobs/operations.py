@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from jobs.models import ACTIVE, JobQuerySet, Status, VideoGenerationJob
-from jobs.services import job_cancel, job_rerun
+from jobs.services import ActiveJobLimitReached, job_cancel, job_rerun
 
 # What a skipped job was told, when its status (as selected) already ruled it out.
 # A job that looked eligible but lost the conditional update was changed by
 # another process between the selection and the update.
 CHANGED_MEANWHILE = "changed by another process meanwhile"
+# A re-run that would take its user past VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER.
+AT_ACTIVE_LIMIT = "user at the active-job limit"
 
 
 @dataclass
@@ -103,12 +105,17 @@ def _apply(
             # Not worth an UPDATE that cannot match; the status read is the reason.
             outcome.skipped[str(job.status)] += 1
             changed = False
-        elif service(job):
-            outcome.changed.append(job)
-            changed = True
         else:
-            outcome.skipped[CHANGED_MEANWHILE] += 1
-            changed = False
+            try:
+                changed = service(job)
+            except ActiveJobLimitReached:
+                outcome.skipped[AT_ACTIVE_LIMIT] += 1
+                changed = None
+            if changed:
+                outcome.changed.append(job)
+            elif changed is False:
+                outcome.skipped[CHANGED_MEANWHILE] += 1
+            changed = bool(changed)
         if on_each is not None:
             on_each(job, changed)
     return outcome

@@ -176,9 +176,12 @@ def job_rerun(job: VideoGenerationJob) -> bool:
     Put a failed job back in the queue with its parameters (seed included),
     counting one more attempt. A conditional update: when two callers race,
     or the job is no longer failed, exactly one or neither succeeds, so a job
-    is never queued twice. False when it was not failed.
+    is never queued twice. False when it was not failed; raises
+    ActiveJobLimitReached when its user already has too many jobs waiting.
     """
     with transaction.atomic():
+        _lock_user(job.user_id)
+        check_active_limit(job.user_id)
         requeued = job.transition(
             Status.PENDING,
             from_={Status.FAILED},

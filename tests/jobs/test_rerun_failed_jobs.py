@@ -265,7 +265,8 @@ def test_bad_arguments_exit_non_zero_with_a_clear_message(db):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_queue_each_job_once(make_failed):
-    jobs = [make_failed() for _ in range(150)]
+    # Spread over users, each below VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER once re-run.
+    jobs = [make_failed(user_id=f"user-{index % 10}") for index in range(150)]
 
     processes = [run_command(), run_command()]
     outputs = [process.communicate(timeout=120) for process in processes]

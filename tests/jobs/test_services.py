@@ -61,3 +61,29 @@ def test_a_job_rerun_twice_from_stale_copies_is_queued_once(make_job, django_cap
 
     assert results == [True, False]
     assert OrmQ.objects.count() == 1
+
+
+def test_a_rerun_that_would_pass_the_users_active_limit_is_refused(make_job, settings):
+    from jobs.services import ActiveJobLimitReached
+
+    settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = 1
+    make_job(status=Status.RUNNING)
+    failed = make_job(status=Status.FAILED)
+
+    with pytest.raises(ActiveJobLimitReached):
+        job_rerun(failed)
+
+    failed.refresh_from_db()
+    assert failed.status == Status.FAILED
+
+
+def test_bulk_reruns_skip_jobs_of_users_at_their_limit_and_say_so(make_job, settings):
+    from jobs.operations import AT_ACTIVE_LIMIT, jobs_rerun
+
+    settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = 1
+    first, second = make_job(status=Status.FAILED), make_job(status=Status.FAILED)
+
+    outcome = jobs_rerun([first, second])
+
+    assert [job.pk for job in outcome.changed] == [first.pk]
+    assert outcome.skipped == {AT_ACTIVE_LIMIT: 1}
