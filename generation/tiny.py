@@ -34,6 +34,19 @@ def build_tiny_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
+def tiny_text_encoder_config(tokenizer) -> dict:
+    """A two-layer T5 encoder with 32-wide embeddings (the tiny transformers' text_dim)."""
+    return dict(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+    )
+
+
 def build_tiny_cogvideox(seed: int = 0):
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -49,18 +62,7 @@ def build_tiny_cogvideox(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tokenizer = build_tiny_tokenizer()
-        text_encoder = T5EncoderModel(
-            T5Config(
-                vocab_size=len(tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                decoder_start_token_id=0,
-            )
-        )
+        text_encoder = T5EncoderModel(T5Config(**tiny_text_encoder_config(tokenizer)))
         transformer = CogVideoXTransformer3DModel(
             num_attention_heads=4,
             attention_head_dim=8,
@@ -109,17 +111,7 @@ def build_tiny_wan(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tokenizer = build_tiny_tokenizer()
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-            )
-        )
+        text_encoder = UMT5EncoderModel(UMT5Config(**tiny_text_encoder_config(tokenizer)))
         vae = AutoencoderKLWan(
             base_dim=3,
             z_dim=16,

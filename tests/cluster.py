@@ -96,3 +96,16 @@ def wait_until_finished(jobs, cluster: Cluster, progress_seen: set[int]) -> None
             pytest.fail("qcluster exited early:\n" + cluster.log[-3000:])
         time.sleep(0.02)
     pytest.fail(f"jobs not finished after {TIMEOUT} s: {states}\n" + cluster.log[-3000:])
+
+
+def wait_for(condition, what: str, cluster: Cluster, timeout: float = 120):
+    """Poll condition() until it returns something true, and return that; fail with the cluster's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        if cluster.process.poll() is not None:
+            pytest.fail(f"qcluster exited while waiting for {what}:\n" + cluster.log[-4000:])
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}:\n" + cluster.log[-4000:])

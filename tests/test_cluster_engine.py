@@ -1,28 +1,15 @@
 """The engine's promises kept by a real worker process: cancel at a step boundary, a warm pipeline after it."""
 
 import re
-import time
 
 import pytest
 
 from jobs.models import Status, VideoGenerationJob
-from tests.cluster import wait_until_finished
+from tests.cluster import wait_for, wait_until_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 STOPPED = re.compile(r"cancelled: stopped after step (\d+) of (\d+)")
-
-
-def wait_for(condition, what: str, cluster, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        if cluster.process.poll() is not None:
-            pytest.fail("qcluster exited early:\n" + cluster.log[-3000:])
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}:\n" + cluster.log[-3000:])
 
 
 def test_cancelling_a_running_job_stops_it_within_a_step_and_the_worker_goes_on(api, qcluster, media_root):

@@ -13,7 +13,7 @@ import pytest
 
 from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_enqueue
-from tests.cluster import running_qcluster, wait_until_finished
+from tests.cluster import running_qcluster, wait_for, wait_until_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,16 +25,6 @@ def submit(make_job, **fields) -> VideoGenerationJob:
     job = make_job(**{**LONG_JOB, **fields})
     job_enqueue(job)
     return job
-
-
-def wait_for(condition, what: str, cluster, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}:\n" + cluster.log[-4000:])
 
 
 def running_worker_pid(job: VideoGenerationJob, cluster, after_step: int = 1, not_pid: int | None = None) -> int:
