@@ -130,3 +130,18 @@ def test_a_task_delivered_twice_runs_the_job_once(make_job, tmp_path, media_root
     assert cluster.log.count(f"job={job.id} user_id=alice running tiny-random") == 1
     assert re.search(rf"job={job.id} user_id=alice not pending but (running|completed)", cluster.log)
     assert sorted(path.name for path in (media_root / "videos").iterdir()) == [f"{job.id}.mp4"]
+
+
+def test_a_second_stop_signal_does_not_hang_the_cluster(make_job, tmp_path, media_root):
+    # Ctrl-C in a terminal, then the process manager's SIGTERM: django-q2's
+    # own handler would re-enter its stop and can deadlock.
+    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
+        job = submit(make_job)
+        running_worker_pid(job, cluster)
+        for _ in range(3):
+            cluster.process.send_signal(signal.SIGINT)
+            cluster.process.send_signal(signal.SIGTERM)
+        cluster.process.wait(timeout=30)
+
+    job.refresh_from_db()
+    assert job.status == Status.PENDING

@@ -28,8 +28,14 @@ class GracefulCluster(Cluster):
     stopping = False
 
     def sig_handler(self, signum, frame):
-        if not self.stopping and self.sentinel is not None:
-            self.stopping = True
+        if self.stopping:
+            # A second signal (Ctrl-C twice, or SIGINT then SIGTERM from a
+            # process manager) would re-enter django-q2's stop() while the
+            # first still holds its event's lock: a deadlock. The first stop
+            # is bounded already.
+            return
+        self.stopping = True
+        if self.sentinel is not None:
             busy = self.workers_running_jobs()
             for pid in busy:
                 os.kill(pid, SHUTDOWN_SIGNAL)
