@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection
+from django.db.models import Q
 from django.utils import timezone
 
 from generation.encoding import EncodingError, encode_mp4, write_poster, write_preview
@@ -176,6 +177,10 @@ def job_run(job: VideoGenerationJob) -> None:
 
 
 def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
+    # Every write after the claim holds only while the job is still this
+    # worker's: if the reaper gave it to another (this worker looked dead),
+    # the other one's run is the one that counts.
+    mine = Q(worker=job.worker)
     stored: list[str] = []
     run_info: dict = {}
     try:
@@ -204,7 +209,10 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         if shutdown_requested():
             _hand_back(job, log, stop)
         else:
-            log.info("cancelled: stopped after step %d of %d, no video kept", stop.step, stop.total)
+            log.info(
+                "cancelled: stopped after step %d of %d, no video kept (cancelled, or no longer this worker's)",
+                stop.step, stop.total,
+            )
         return
     except BaseException as exc:
         # BaseException: django-q2's timeout is a SystemExit, and a job must
@@ -217,6 +225,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
             lambda: job.transition(
                 Status.FAILED,
                 from_={Status.RUNNING},
+                where=mine,
                 error_code=code,
                 error_message=message[:MAX_ERROR_LENGTH],
                 run_info=run_info,
@@ -231,6 +240,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         lambda: job.transition(
             Status.COMPLETED,
             from_={Status.RUNNING},
+            where=mine,
             video=stored[0],
             poster=stored[1],
             preview=stored[2],
@@ -245,7 +255,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
     if completed:
         log.info("completed in %.1fs: %s (%d bytes)", time.monotonic() - started, stored[0], file_size)
     else:
-        # Cancelled (or failed by an operator) while it was encoding: keep no video.
+        # Cancelled while it was encoding, or no longer this worker's: keep no video.
         _delete_stored(stored)
         log.info("left running while encoding; output discarded")
 

@@ -158,10 +158,14 @@ class VideoGenerationJob(models.Model):
     def set_progress(self, progress: int, **fields) -> bool:
         """
         Record progress while running. Returns False, writing nothing, once the
-        job has left RUNNING: that is how a worker learns it was cancelled.
+        job has left RUNNING or is no longer this worker's: that is how a
+        worker learns it was cancelled (or its job given to another).
         """
         still_running = (
-            type(self).objects.filter(pk=self.pk, status=Status.RUNNING).update(progress=progress, **fields) == 1
+            type(self)
+            .objects.filter(pk=self.pk, status=Status.RUNNING, worker=self.worker)
+            .update(progress=progress, **fields)
+            == 1
         )
         if still_running:
             self.progress = progress

@@ -227,3 +227,23 @@ def test_a_job_cancelled_while_it_runs_stops_at_the_next_step_and_keeps_no_video
     assert steps_run == [1, 2, 3]
     assert not job.video
     assert not (media_root / "videos").exists()
+
+
+def test_a_worker_whose_job_was_given_to_another_stops_and_leaves_it_alone(make_job, media_root, settings):
+    settings.VIDEOGEN_PROGRESS_INTERVAL = 0
+    job = make_job(num_inference_steps=30)
+    real_set_progress = VideoGenerationJob.set_progress
+
+    def taken_over_at_step_three(self, value, **fields):
+        if fields["current_step"] == 3:
+            # The reaper thought this worker dead and another worker claimed the job.
+            VideoGenerationJob.objects.filter(pk=self.pk).update(worker="elsewhere:1")
+        return real_set_progress(self, value, **fields)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VideoGenerationJob, "set_progress", taken_over_at_step_three)
+        generate_video(str(job.id), job.user_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.worker, job.current_step) == (Status.RUNNING, "elsewhere:1", 2)
+    assert not (media_root / "videos").exists()
