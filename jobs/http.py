@@ -2,7 +2,12 @@
 
 import re
 
+from django.db import InterfaceError, OperationalError
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
+
+# What an unreachable or restarting database raises; answered with a 503.
+# (Other database errors, an IntegrityError say, are bugs: a 500.)
+DATABASE_DOWN = (OperationalError, InterfaceError)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK_SIZE = 64 * 1024

@@ -1,8 +1,8 @@
 import logging
 
-from django.db import DatabaseError
+from django.conf import settings
 
-from jobs.http import json_error
+from jobs.http import DATABASE_DOWN, json_error
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +21,6 @@ class JsonApiErrorsMiddleware:
 
     def __call__(self, request):
         if request.path.startswith(API_PREFIX):
-            from django.conf import settings
-
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -35,7 +33,7 @@ class JsonApiErrorsMiddleware:
     def process_exception(self, request, exception):
         if not request.path.startswith(API_PREFIX):
             return None
-        if isinstance(exception, DatabaseError):
+        if isinstance(exception, DATABASE_DOWN):
             logger.exception("database error while serving %s", request.path)
             response = json_error(503, "The database is unavailable; try again shortly.")
             response["Retry-After"] = "5"

@@ -2,26 +2,26 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.views import APIView, exception_handler
 
-from jobs.http import json_error, ranged_file_response
+from generation.registry import served_models
 from jobs import schema
+from jobs.http import DATABASE_DOWN, json_error, ranged_file_response
 from jobs.models import Status, VideoGenerationJob
 from jobs.serializers import (
+    USER_ID_MAX_LENGTH,
     GenerationRequest,
     JobSerializer,
     SubmissionSerializer,
-    USER_ID_MAX_LENGTH,
     VideoInfo,
     has_control_characters,
 )
-from generation.registry import served_models
 from jobs.services import (
     ActiveJobLimitReached,
     IdempotencyKeyReused,
@@ -40,7 +40,7 @@ NO_SUCH_JOB = "No such job."
 
 def api_exception_handler(exc, context):
     """DRF errors as {"detail": "...", "errors": {field: [...]}}; the database down is a 503."""
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DATABASE_DOWN):
         logger.exception("database error while serving %s", context["request"].path)
         return Response(
             {"detail": "The database is unavailable; try again shortly."},
