@@ -57,7 +57,9 @@ def test_the_api_answers_503_while_the_database_is_down_and_recovers_by_itself(a
     assert recovered.status_code == 200
 
 
-def test_a_job_running_through_a_database_restart_completes(make_job, tmp_path, media_root, postgres_control):
+def test_a_job_running_through_a_database_restart_completes_and_the_worker_goes_on(
+    make_job, tmp_path, media_root, postgres_control
+):
     job = make_job(width=128, height=128, num_frames=17, num_inference_steps=120)
     job_enqueue(job)
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
@@ -66,8 +68,13 @@ def test_a_job_running_through_a_database_restart_completes(make_job, tmp_path, 
             assert time.monotonic() < deadline, cluster.log[-3000:]
             time.sleep(0.05)
         postgres_control("restart")
-
         wait_until_finished([job], cluster, set())
+        # Submitted after the restart: the cluster's queue reader reconnects too.
+        later = make_job(width=64, height=64, num_frames=5, num_inference_steps=2)
+        job_enqueue(later)
+        wait_until_finished([later], cluster, set())
 
     job.refresh_from_db()
+    later.refresh_from_db()
     assert job.status == Status.COMPLETED, job.error_message
+    assert later.status == Status.COMPLETED, later.error_message
