@@ -47,3 +47,27 @@ def test_cancelling_a_running_job_stops_it_within_a_step_and_the_worker_goes_on(
     following.refresh_from_db()
     assert following.status == Status.COMPLETED
     assert qcluster.log.count("building model tiny-random in code") == 1
+
+
+def test_a_worker_pinned_to_a_models_queue_runs_that_models_jobs_only(make_job, settings, tmp_path, media_root):
+    from jobs.services import job_enqueue
+    from tests.cluster import running_qcluster
+
+    settings.VIDEOGEN_MODELS = ["tiny-random", "tiny-random-wan"]
+    settings.VIDEOGEN_MODEL_QUEUES = {"tiny-random-wan": "wan-workers"}
+    small = {"width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2}
+    wan_job = make_job(model_name="tiny-random-wan", **small)
+    other_job = make_job(model_name="tiny-random", **small)
+    job_enqueue(wan_job)
+    job_enqueue(other_job)
+
+    with running_qcluster(
+        tmp_path / "q.log", media_root, Q_CLUSTER_NAME="wan-workers",
+        VIDEOGEN_MODELS="tiny-random,tiny-random-wan", VIDEOGEN_MODEL_QUEUES="tiny-random-wan=wan-workers",
+    ) as cluster:
+        wait_until_finished([wan_job], cluster, set())
+
+    wan_job.refresh_from_db()
+    other_job.refresh_from_db()
+    assert wan_job.status == Status.COMPLETED, wan_job.error_message
+    assert other_job.status == Status.PENDING

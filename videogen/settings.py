@@ -287,6 +287,9 @@ Q_CLUSTER = {
     "catch_up": False,
     "poll": envfloat("VIDEOGEN_QUEUE_POLL", 0.2),
     "label": "Task queue",
+    # Workers pinned to a model's queue run with Q_CLUSTER_NAME=<queue>
+    # (VIDEOGEN_MODEL_QUEUES); django-q2 then requires this, even empty.
+    "ALT_CLUSTERS": {},
 }
 # django-q2 warns at import when retry < timeout; see "retry" above for why
 # that is deliberate here.
