@@ -181,7 +181,6 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
     # worker's: if the reaper gave it to another (this worker looked dead),
     # the other one's run is the one that counts.
     mine = Q(worker=job.worker)
-    stored: list[str] = []
     run_info: dict = {}
     try:
         configure_torch(settings.VIDEOGEN_TORCH_THREADS)
@@ -205,7 +204,6 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         )
         stored, file_size = _store_outputs(job, frames)
     except Cancelled as stop:
-        _delete_stored(stored)
         if shutdown_requested():
             _hand_back(job, log, stop)
         else:
@@ -220,7 +218,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         # once the job is marked.
         code, message = classify_failure(exc)
         log.exception("failed (%s) after %.1fs", code, time.monotonic() - started)
-        _delete_stored(stored)
+        # _store_outputs removes what it stored when it fails; nothing else to clean.
         retry_database(
             lambda: job.transition(
                 Status.FAILED,
