@@ -72,6 +72,8 @@ class VideoGenerationJob(models.Model):
     error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True, default="")
     # Times the job has been queued to run: 1 at submit, +1 for each re-run.
     attempts = models.PositiveSmallIntegerField(default=1)
+    # When the job was last handed to the broker (see jobs.recovery).
+    queued_at = models.DateTimeField(null=True, blank=True)
     # Which worker process holds a running job, and when it last said so.
     worker = models.CharField(max_length=200, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)

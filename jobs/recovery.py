@@ -94,8 +94,62 @@ def job_recover(job: VideoGenerationJob) -> str | None:
     return "requeued"
 
 
+def queued_job_ids(broker) -> set[str]:
+    """The job ids of the generate_video tasks waiting in a broker queue (ORM or Redis)."""
+    from django_q.signing import BadSignature, SignedPackage
+
+    if hasattr(broker.connection, "lrange"):
+        payloads = broker.connection.lrange(broker.list_key, 0, -1)
+    else:
+        # Locked rows too: a task prefetched by a cluster that died comes
+        # back by itself once its lock expires (VIDEOGEN_QUEUE_RETRY).
+        payloads = broker.get_connection().filter(key=broker.list_key).values_list("payload", flat=True)
+    ids = set()
+    for payload in payloads:
+        try:
+            task = SignedPackage.loads(payload)
+        except (BadSignature, TypeError, ValueError):
+            continue
+        if str(task.get("func", "")).endswith("generate_video") and task.get("args"):
+            ids.add(str(task["args"][0]))
+    return ids
+
+
+def requeue_orphaned_pending_jobs() -> int:
+    """
+    Pending jobs whose task is in no queue: popped from Redis by a cluster
+    that then died, or lost with a broker that restarted empty. Queued again;
+    the claim makes a second copy harmless if the first one still shows up.
+    """
+    from django_q.brokers import get_broker
+
+    from generation.registry import queue_for_model
+    from jobs.services import job_enqueue
+
+    settle = timezone.now() - timedelta(seconds=settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
+    # NULL: rows from before queued_at existed (or whose enqueue never ran).
+    waiting = list(
+        VideoGenerationJob.objects.filter(status=Status.PENDING)
+        .filter(Q(queued_at__lt=settle) | Q(queued_at__isnull=True, submitted_at__lt=settle))
+        .only("id", "user_id", "model_name")
+    )
+    if not waiting:
+        return 0
+    queued: dict[str | None, set[str]] = {}
+    requeued = 0
+    for job in waiting:
+        queue = queue_for_model(job.model_name)
+        if queue not in queued:
+            queued[queue] = queued_job_ids(get_broker(queue))
+        if str(job.id) not in queued[queue]:
+            logger.warning("job=%s user_id=%s pending but in no queue: queued again", job.id, job.user_id)
+            job_enqueue(job)
+            requeued += 1
+    return requeued
+
+
 def reap_lost_jobs() -> dict[str, int]:
-    counts = {"requeued": 0, "failed": 0}
+    counts = {"requeued": 0, "failed": 0, "orphans requeued": requeue_orphaned_pending_jobs()}
     for job in lost_jobs():
         worker = job.worker
         outcome = job_recover(job)

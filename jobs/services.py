@@ -159,6 +159,7 @@ def job_enqueue(job: VideoGenerationJob) -> None:
             completed_at=timezone.now(),
         )
     else:
+        VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
         logger.info("job=%s user_id=%s queued on model %s", job.id, job.user_id, job.model_name)
 
 

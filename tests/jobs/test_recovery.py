@@ -26,7 +26,7 @@ def stale(seconds: float = 3600):
 def test_a_job_whose_heartbeat_stopped_is_queued_again_with_one_more_attempt(make_job):
     job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=1, progress=50)
 
-    assert reap_lost_jobs() == {"requeued": 1, "failed": 0}
+    assert reap_lost_jobs() == {"requeued": 1, "failed": 0, "orphans requeued": 0}
 
     job.refresh_from_db()
     assert (job.status, job.attempts, job.progress, job.worker) == (Status.PENDING, 2, 0, "")
@@ -38,7 +38,7 @@ def test_a_job_that_lost_its_worker_on_every_attempt_fails_as_worker_lost(make_j
     settings.VIDEOGEN_MAX_ATTEMPTS = 2
     job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=2)
 
-    assert reap_lost_jobs() == {"requeued": 0, "failed": 1}
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 1, "orphans requeued": 0}
 
     job.refresh_from_db()
     assert (job.status, job.error_code) == (Status.FAILED, "worker_lost")
@@ -49,7 +49,7 @@ def test_a_job_that_lost_its_worker_on_every_attempt_fails_as_worker_lost(make_j
 def test_a_job_with_a_fresh_heartbeat_is_left_alone(make_job):
     job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=timezone.now())
 
-    assert reap_lost_jobs() == {"requeued": 0, "failed": 0}
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 0, "orphans requeued": 0}
 
     job.refresh_from_db()
     assert job.status == Status.RUNNING
@@ -90,7 +90,7 @@ def test_finished_and_pending_jobs_are_never_reaped(make_job):
     for status in (Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED):
         make_job(status=status, worker=FAR_AWAY, heartbeat_at=stale())
 
-    assert reap_lost_jobs() == {"requeued": 0, "failed": 0}
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 0, "orphans requeued": 0}
 
 
 def test_worker_identity_is_host_and_pid(dead_pid):
@@ -107,3 +107,58 @@ def test_a_job_handed_back_by_a_stopping_worker_keeps_its_attempt_count(make_job
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.PENDING, 1)
     assert OrmQ.objects.count() == 1
+
+
+def test_a_pending_job_whose_task_is_in_no_queue_is_queued_again(make_job):
+    from jobs.recovery import requeue_orphaned_pending_jobs
+
+    job = make_job(status=Status.PENDING, queued_at=stale())
+
+    assert requeue_orphaned_pending_jobs() == 1
+
+    [queued] = OrmQ.objects.all()
+    assert queued.task["args"] == (str(job.id), job.user_id)
+    job.refresh_from_db()
+    assert job.queued_at > stale(60)
+
+
+def test_a_pending_job_whose_task_waits_in_the_queue_is_left_alone(make_job):
+    from jobs.recovery import requeue_orphaned_pending_jobs
+    from jobs.services import job_enqueue
+
+    job = make_job(status=Status.PENDING)
+    job_enqueue(job)
+    job.__class__.objects.filter(pk=job.pk).update(queued_at=stale())
+
+    assert requeue_orphaned_pending_jobs() == 0
+    assert OrmQ.objects.count() == 1
+
+
+def test_a_job_queued_moments_ago_is_left_alone(make_job):
+    from jobs.recovery import requeue_orphaned_pending_jobs
+
+    make_job(status=Status.PENDING, queued_at=timezone.now())
+
+    assert requeue_orphaned_pending_jobs() == 0
+
+
+def test_tasks_waiting_in_redis_are_found(make_job):
+    import redis
+    from django_q.brokers.redis_broker import Redis
+    from django_q.signing import SignedPackage
+
+    from jobs.recovery import queued_job_ids
+
+    broker = Redis(list_key=f"videogen-test-{timezone.now().timestamp()}")
+    try:
+        broker.connection.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis server on 127.0.0.1:6379")
+    job = make_job()
+    try:
+        broker.enqueue(SignedPackage.dumps({"func": "generation.tasks.generate_video", "args": (str(job.id), "alice")}))
+        broker.enqueue(SignedPackage.dumps({"func": "jobs.tasks.recover_lost_jobs", "args": ()}))
+
+        assert queued_job_ids(broker) == {str(job.id)}
+    finally:
+        broker.delete_queue()
