@@ -176,7 +176,10 @@ def _load_vae_float32(spec: ModelSpec):
     import diffusers
     import torch
 
-    vae_class_name = {"WanPipeline": "AutoencoderKLWan"}.get(spec.pipeline_class, "AutoencoderKL")
+    vae_class_name = {
+        "WanPipeline": "AutoencoderKLWan",
+        "CogVideoXPipeline": "AutoencoderKLCogVideoX",
+    }.get(spec.pipeline_class, "AutoencoderKL")
     vae_class = getattr(diffusers, vae_class_name)
     return vae_class.from_pretrained(spec.source, subfolder="vae", revision=spec.revision, torch_dtype=torch.float32)
 

@@ -103,6 +103,21 @@ def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_fra
 
     assert type(loaded) is CogVideoXPipeline
     assert np.array_equal(frames, expected)
+    assert pipelines.describe_run(real_spec)["source"] == str(tmp_path / "CogVideoX-tiny")
+
+
+def test_a_wan_model_saved_to_disk_loads_with_its_vae_kept_in_float32(tmp_path, monkeypatch):
+    import torch
+
+    load_pipeline(get_spec("tiny-random-wan")).save_pretrained(tmp_path / "wan")
+    pipelines.release_pipelines()
+    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_WAN2_1_T2V_1_3B", str(tmp_path / "wan"))
+    spec = dataclasses.replace(get_spec("wan2.1-t2v-1.3b"), max_sequence_length=32, min_size=32)
+
+    pipeline = load_pipeline(spec, pipelines.LoadOptions(dtype="bfloat16"))
+
+    assert pipeline.vae.dtype == torch.float32
+    assert pipeline.transformer.dtype == torch.bfloat16
 
 
 def test_switching_models_keeps_one_pipeline_loaded(tmp_path, monkeypatch):
