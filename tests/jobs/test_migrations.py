@@ -80,3 +80,20 @@ def test_the_column_is_not_null_in_the_database(transactional_db):
         columns = connection.introspection.get_table_description(cursor, "video_generation_jobs")
     user_id = next(column for column in columns if column.name == "user_id")
     assert not user_id.null_ok
+
+
+def test_prompt_search_can_use_a_trigram_index_on_postgresql(make_job):
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL index")
+    from jobs.models import VideoGenerationJob
+
+    make_job(prompt="a red fox in the snow")
+    query = VideoGenerationJob.objects.filter(prompt__icontains="fox").order_by().query
+    sql, params = query.sql_with_params()
+    with connection.cursor() as cursor:
+        # Few rows: the planner would rightly scan; forbid that to see the index is usable.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "job_prompt_trgm_idx" in plan, plan
