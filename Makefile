@@ -20,9 +20,9 @@ setup: $(INSTALLED)
 migrate: $(INSTALLED)
 	$(PY) manage.py migrate --noinput
 
-# The API and one django-q2 worker, in the foreground. Ctrl-C stops both (the
-# worker first finishes the job it is running); if either dies, the other is
-# stopped too. Background jobs of a script ignore SIGINT, hence the trap.
+# The API and one django-q2 worker, in the foreground. Ctrl-C stops both (a
+# running job is handed back to the queue at its next step, and the next
+# `make run` finishes it); if either dies, the other is stopped too. Background jobs of a script ignore SIGINT, hence the trap.
 run: migrate
 	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ with one worker. Ctrl-C stops both."
 	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
