@@ -100,3 +100,15 @@ def test_a_retry_of_an_accepted_request_is_answered_even_at_the_limit(submit, se
 
     assert again.status_code == 200
     assert again.json()["job_id"] == first.json()["job_id"]
+
+
+def test_the_database_itself_refuses_a_second_job_with_the_same_users_key(make_job):
+    from django.db import IntegrityError, transaction
+
+    make_job(user_id="alice", idempotency_key="k")
+    make_job(user_id="bob", idempotency_key="k")
+    make_job(user_id="alice", idempotency_key=None)
+    make_job(user_id="alice", idempotency_key=None)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_job(user_id="alice", idempotency_key="k")
