@@ -111,6 +111,20 @@ TINY_BOUNDS = dict(
     cuda_dtype="float32",
 )
 
+WAN_1_3B_SHAPE = dict(
+    cuda_dtype="bfloat16",
+    max_sequence_length=512,
+    width=832,
+    height=480,
+    min_size=256,
+    max_width=832,
+    max_height=832,
+    num_frames=81,
+    max_frames=81,
+    guidance_scale=5.0,
+    fps=16,
+)
+
 BUILTIN_SPECS = (
     ModelSpec(
         name="tiny-random",
@@ -169,18 +183,19 @@ BUILTIN_SPECS = (
         description="Wan 2.1 text-to-video 1.3B (Wan-AI): 832x480, up to 81 frames at 16 fps. About 8 GB of GPU memory.",
         pipeline_class="WanPipeline",
         source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        cuda_dtype="bfloat16",
         vae_float32=True,
-        max_sequence_length=512,
-        width=832,
-        height=480,
-        min_size=256,
-        max_width=832,
-        max_height=832,
-        num_frames=81,
-        max_frames=81,
-        guidance_scale=5.0,
-        fps=16,
+        **WAN_1_3B_SHAPE,
+    ),
+    ModelSpec(
+        name="wan2.1-t2v-1.3b-random",
+        description=(
+            "Wan 2.1 T2V 1.3B's full architecture with random weights, built on the GPU, for benchmarks. "
+            "GPU only; its frames are noise."
+        ),
+        pipeline_class="WanPipeline",
+        source=None,
+        builder="generation.tiny.build_random_wan_1_3b",
+        **WAN_1_3B_SHAPE,
     ),
 )
 

@@ -142,12 +142,39 @@ def build_tiny_wan(seed: int = 0):
     )
 
 
-def build_random_cogvideox_2b(device: str | None = None):
+def _random_build_target(device: str | None, dtype) -> tuple[str, "torch.dtype"]:
+    """Full-size random models are built on the GPU, where initialisation takes seconds instead of minutes."""
+    if device is None:
+        if not torch.cuda.is_available():
+            raise RuntimeError("full-size random models need a GPU: in float32 on a CPU they would take 20-30 GB")
+        device = "cuda"
+    if dtype is None:
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    return device, dtype
+
+
+def cast_like_from_pretrained(model, dtype) -> None:
+    """
+    model.to(dtype), but the parameters a checkpoint loaded with
+    from_pretrained(torch_dtype=dtype) keeps in float32 (the class's
+    _keep_in_fp32_modules: T5's `wo`, Wan's norms and time embedder) stay
+    there, so random twins compute as the real models do.
+    """
+    model.to(dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    if dtype == torch.float32 or not keep:
+        return
+    for name, parameter in model.named_parameters():
+        if any(part in keep for part in name.split(".")):
+            parameter.data = parameter.data.to(torch.float32)
+
+
+def build_random_cogvideox_2b(device: str | None = None, dtype=None):
     """
     CogVideoX-2b's published architecture (transformer, VAE, T5-XXL encoder)
     with random weights: it runs at the real model's speed and memory, for
-    benchmarks on a GPU without downloading 13 GB. Built directly on the GPU
-    in fp16, where random initialisation takes seconds instead of minutes.
+    benchmarks on a GPU without downloading 13 GB. fp16 unless told otherwise,
+    as the real model is served.
     """
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -157,11 +184,7 @@ def build_random_cogvideox_2b(device: str | None = None):
     )
     from transformers import T5Config, T5EncoderModel
 
-    if device is None:
-        if not torch.cuda.is_available():
-            raise RuntimeError("cogvideox-2b-random needs a GPU: in float32 on a CPU it would take 26 GB")
-        device = "cuda"
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    device, dtype = _random_build_target(device, dtype)
     tokenizer = build_tiny_tokenizer()
     with torch.device(device):
         transformer = CogVideoXTransformer3DModel(
@@ -180,7 +203,7 @@ def build_random_cogvideox_2b(device: str | None = None):
             max_text_seq_length=226,
             spatial_interpolation_scale=1.875,
             use_rotary_positional_embeddings=False,
-        ).to(dtype)
+        )
         vae = AutoencoderKLCogVideoX(
             in_channels=3,
             out_channels=3,
@@ -191,7 +214,7 @@ def build_random_cogvideox_2b(device: str | None = None):
             layers_per_block=3,
             norm_num_groups=32,
             temporal_compression_ratio=4,
-        ).to(dtype)
+        )
         # T5 v1.1 XXL's encoder; the vocabulary is the tiny one (the prompt's
         # tokens do not change the cost: it is padded to 226 either way).
         text_encoder = T5EncoderModel(
@@ -204,8 +227,9 @@ def build_random_cogvideox_2b(device: str | None = None):
                 num_heads=64,
                 feed_forward_proj="gated-gelu",
             )
-        ).to(dtype)
+        )
     for module in (text_encoder, transformer, vae):
+        cast_like_from_pretrained(module, dtype)
         module.eval()
     return CogVideoXPipeline(
         tokenizer=tokenizer,
@@ -213,4 +237,61 @@ def build_random_cogvideox_2b(device: str | None = None):
         transformer=transformer,
         vae=vae,
         scheduler=CogVideoXDDIMScheduler(),
+    )
+
+
+def build_random_wan_1_3b(device: str | None = None, dtype=None):
+    """
+    Wan 2.1 T2V 1.3B's published architecture (Wan-AI/Wan2.1-T2V-1.3B-Diffusers:
+    transformer, VAE, UMT5-XXL encoder) with random weights, for GPU
+    benchmarks. bf16 unless told otherwise, with the VAE in float32 as the
+    real model is served (it decodes badly in bf16).
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    if dtype is None and (device or "cuda").startswith("cuda"):
+        dtype = torch.bfloat16
+    device, dtype = _random_build_target(device, dtype)
+    tokenizer = build_tiny_tokenizer()
+    with torch.device(device):
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=12,
+            attention_head_dim=128,
+            in_channels=16,
+            out_channels=16,
+            text_dim=4096,
+            freq_dim=256,
+            ffn_dim=8960,
+            num_layers=30,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
+            rope_max_seq_len=1024,
+        )
+        # The published VAE's configuration is the class's default.
+        vae = AutoencoderKLWan().to(torch.float32)
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=4096,
+                d_kv=64,
+                d_ff=10240,
+                num_layers=24,
+                num_heads=64,
+                relative_attention_num_buckets=32,
+                feed_forward_proj="gated-gelu",
+            )
+        )
+    cast_like_from_pretrained(transformer, dtype)
+    cast_like_from_pretrained(text_encoder, dtype)
+    for module in (text_encoder, transformer, vae):
+        module.eval()
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
     )
