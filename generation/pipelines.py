@@ -8,6 +8,7 @@ processes and the qcluster parent never load them (a child forked after its
 parent ran torch can hang, and CUDA cannot be re-initialised in a fork).
 """
 
+import contextlib
 import gc
 import json
 import logging
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.utils.module_loading import import_string
 
-from generation.registry import ModelSpec
+from generation.registry import MemoryPlan, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class LoadOptions:
     device: str = "auto"
     dtype: str = "auto"
     max_loaded: int = 1
+    # The GPU memory a job may use, in GiB; None: the whole device's. Jobs
+    # are planned against it (ModelSpec.memory_plan) before they start.
+    gpu_memory_gib: float | None = None
 
 
 # Loaded pipelines of this process, least recently used first. A GPU rarely
@@ -266,12 +270,69 @@ def generate_frames(
     Run the pipeline and return exactly params.num_frames frames as uint8,
     shaped (frames, height, width, 3). on_step(done, total) is called after
     each denoising step; returning False stops the run with Cancelled before
-    the next step (and before the VAE decode).
+    the next step (and before the VAE decode). A job that would not fit in the
+    GPU's memory however it ran fails with OutOfMemory before it starts; one
+    that fits runs with the fastest VAE tiling and offload that fit.
     """
-    import torch
-
     check_params(spec, params)
     pipeline = load_pipeline(spec, options)
+    plan = plan_memory(spec, params, options)
+    if plan is not None and not plan.fits:
+        raise OutOfMemory(
+            f"not started: {params.num_frames} frames at {params.width}x{params.height} with {spec.name} need "
+            f"about {plan.peak_gib:.1f} GiB of GPU memory even with VAE tiling and CPU offload; this GPU has "
+            f"{gpu_memory_gib(options):.1f} GiB. Try fewer frames or a smaller size."
+        )
+    with memory_plan_applied(pipeline, spec, plan, resolve_device(options.device)):
+        return _generate(spec, pipeline, params, on_step)
+
+
+def gpu_memory_gib(options: LoadOptions) -> float | None:
+    """The memory jobs may use: the option when set, else the CUDA device's; None on a CPU."""
+    if options.gpu_memory_gib is not None:
+        return options.gpu_memory_gib
+    device = resolve_device(options.device)
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory / 1024**3
+
+
+def plan_memory(spec: ModelSpec, params: GenerationParams, options: LoadOptions) -> MemoryPlan | None:
+    budget = gpu_memory_gib(options)
+    if budget is None or options.dtype == "float32":
+        # The measured tables are for 16-bit weights.
+        return None
+    return spec.memory_plan(params.num_frames, params.width, params.height, budget)
+
+
+@contextlib.contextmanager
+def memory_plan_applied(pipeline, spec: ModelSpec, plan: MemoryPlan | None, device: str):
+    """Run one job with the plan's VAE tiling and CPU offload, then put the pipeline back as the spec loads it."""
+    if plan is None:
+        yield
+        return
+    vae = pipeline.vae
+    offloaded = plan.cpu_offload and not spec.enable_model_cpu_offload and device.startswith("cuda")
+    if hasattr(vae, "enable_tiling"):
+        vae.enable_tiling() if plan.vae_tiling else vae.disable_tiling()
+    if offloaded:
+        logger.info("model %s: CPU offload for this job (%.1f GiB planned)", spec.name, plan.peak_gib)
+        pipeline.enable_model_cpu_offload(device=device)
+    try:
+        yield
+    finally:
+        if hasattr(vae, "enable_tiling"):
+            vae.enable_tiling() if spec.enable_vae_tiling else vae.disable_tiling()
+        if offloaded:
+            pipeline.remove_all_hooks()
+            pipeline.to(device)
+
+
+def _generate(spec: ModelSpec, pipeline, params: GenerationParams, on_step) -> np.ndarray:
+    import torch
+
     # Models want frame counts of a certain form (CogVideoX, Wan: 4k+1); ask
     # for the next valid count and trim, so the video has the frames asked for.
     frames_to_generate = spec.valid_frame_count(params.num_frames)

@@ -24,6 +24,54 @@ CACHE_METHODS = ("first_block_cache", "taylorseer_cache")
 
 
 @dataclass(frozen=True)
+class MemoryProfile:
+    """
+    Peak GPU memory of one job in GiB, fitted to measurements (bench/gpu.py
+    on an H200 with the full architectures, bench/RESULTS.md): the weights
+    on the GPU, plus the larger of the denoiser's activations (which grow
+    with frames x height x width) and the VAE decode (untiled it grows with
+    height x width, as both VAEs decode a few frames at a time; tiled it is
+    about constant), plus TaylorSeer's stored factors, which stay until the
+    decode is done. With CPU offload only one component is on the GPU at a
+    time: the text encoder is the largest.
+    """
+
+    resident: float
+    offload_floor: float
+    denoise_per_mvoxel: float
+    decode_tiled: float
+    decode_untiled_per_mpixel: float
+    taylorseer_per_mvoxel: float
+
+    def peak_gib(
+        self, frames: int, width: int, height: int, *, tiled: bool, offload: bool, taylorseer: bool = False
+    ) -> float:
+        mvoxels = frames * width * height / 1e6
+        denoise = self.denoise_per_mvoxel * mvoxels
+        decode = self.decode_tiled if tiled else self.decode_untiled_per_mpixel * width * height / 1e6
+        cache = self.taylorseer_per_mvoxel * mvoxels if taylorseer else 0.0
+        if offload:
+            return max(self.offload_floor, cache + max(denoise, decode) + 0.5)
+        return self.resident + cache + max(denoise, decode)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a job runs within a GPU's memory: the fastest options that fit, or the leanest when none does."""
+
+    vae_tiling: bool
+    cpu_offload: bool
+    peak_gib: float
+    fits: bool
+
+
+# Left free on the card: the CUDA context, cuBLAS workspaces, the allocator's
+# fragmentation. The estimate itself gets 5% on top.
+GPU_MEMORY_RESERVE_GIB = 1.0
+ESTIMATE_MARGIN = 1.05
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
@@ -72,6 +120,46 @@ class ModelSpec:
     # a little quality for speed.
     cache: str | None = None
     cache_threshold: float = 0.05
+    # Measured peak memory on CUDA in the spec's dtype; None where unmeasured
+    # (then nothing is admitted or refused for memory).
+    memory: MemoryProfile | None = None
+
+    def memory_plan(self, num_frames: int, width: int, height: int, gpu_memory_gib: float) -> MemoryPlan | None:
+        """
+        The fastest way to run this job on a GPU of gpu_memory_gib: the VAE
+        untiled (1-2.5 s faster per job, measured) unless that does not fit,
+        then tiled, then CPU offload (about 8 s slower per job). A spec that
+        forces tiling or offload keeps it. None when the spec has no
+        measurements.
+        """
+        if self.memory is None:
+            return None
+        frames = self.valid_frame_count(num_frames)
+        usable = gpu_memory_gib - GPU_MEMORY_RESERVE_GIB
+        taylorseer = self.cache == "taylorseer_cache"
+        candidates = [
+            (tiled, offload)
+            for offload in (False, True)
+            for tiled in (False, True)
+            if (tiled or not self.enable_vae_tiling) and (offload or not self.enable_model_cpu_offload)
+        ]
+        plans = [
+            MemoryPlan(
+                vae_tiling=tiled,
+                cpu_offload=offload,
+                peak_gib=round(
+                    self.memory.peak_gib(frames, width, height, tiled=tiled, offload=offload, taylorseer=taylorseer)
+                    * ESTIMATE_MARGIN,
+                    1,
+                ),
+                fits=False,
+            )
+            for tiled, offload in candidates
+        ]
+        for plan in plans:
+            if plan.peak_gib <= usable:
+                return dataclasses.replace(plan, fits=True)
+        return min(plans, key=lambda plan: plan.peak_gib)
 
     def valid_frame_count(self, num_frames: int) -> int:
         """The smallest count the model accepts that is at least num_frames."""
@@ -111,6 +199,39 @@ TINY_BOUNDS = dict(
     cuda_dtype="float32",
 )
 
+# Measured with bench/gpu.py on an H200 (bench/RESULTS.md, "GPU"), fp16.
+COGVIDEOX_2B_MEMORY = MemoryProfile(
+    resident=14.2,
+    offload_floor=10.6,
+    denoise_per_mvoxel=0.09,
+    decode_tiled=3.8,
+    decode_untiled_per_mpixel=42.7,
+    taylorseer_per_mvoxel=0.91,
+)
+# bf16 with the VAE in float32.
+WAN_1_3B_MEMORY = MemoryProfile(
+    resident=13.7,
+    offload_floor=10.7,
+    denoise_per_mvoxel=0.047,
+    decode_tiled=1.9,
+    decode_untiled_per_mpixel=21.9,
+    taylorseer_per_mvoxel=1.05,
+)
+
+# Default options, chosen from the H200 measurements (bench/RESULTS.md, "GPU"):
+# - VAE tiling and CPU offload are chosen per job by memory_plan: the VAE
+#   untiled when the job fits (CogVideoX-2b at 720x480x49: 29 GiB peak, 1.0 s
+#   faster than tiled; Wan 1.3B at 832x480x81: 22.5 GiB, 2.4 s faster), tiled
+#   on smaller cards (18 and 15.6 GiB), CPU offload only where even that does
+#   not fit (10.6 GiB, +8 s a job). So a 24 GB card tiles, 48 and 80 GB don't.
+# - torch.compile (regional) is opt-in: 7% (CogVideoX) to 11% (Wan) faster
+#   warm, lossless, but every new size recompiles (~16 s on the first job)
+#   and it needs a working compiler toolchain in the worker's image.
+# - TaylorSeer is opt-in: 2.2x faster whole jobs (36.0 -> 16.1 s; with
+#   compile 12.0 s) but it computes only 13 of 50 steps and extrapolates the
+#   rest, a visible quality cost, and it holds 15-34 GiB more (80 GB cards).
+# - First-block cache: its skips depend on the weights; not measurable with
+#   random twins, so off.
 WAN_1_3B_SHAPE = dict(
     cuda_dtype="bfloat16",
     max_sequence_length=512,
@@ -123,6 +244,7 @@ WAN_1_3B_SHAPE = dict(
     max_frames=81,
     guidance_scale=5.0,
     fps=16,
+    memory=WAN_1_3B_MEMORY,
 )
 
 BUILTIN_SPECS = (
@@ -153,7 +275,7 @@ BUILTIN_SPECS = (
         source="THUDM/CogVideoX-2b",
         # Trained in fp16. The original service's defaults are kept for its clients.
         cuda_dtype="float16",
-        enable_vae_tiling=True,
+        memory=COGVIDEOX_2B_MEMORY,
     ),
     ModelSpec(
         name="cogvideox-2b-random",
@@ -165,7 +287,7 @@ BUILTIN_SPECS = (
         source=None,
         builder="generation.tiny.build_random_cogvideox_2b",
         cuda_dtype="float16",
-        enable_vae_tiling=True,
+        memory=COGVIDEOX_2B_MEMORY,
     ),
     ModelSpec(
         name="cogvideox-5b",
@@ -212,6 +334,11 @@ def _apply_overrides(specs: dict[str, ModelSpec], overrides: dict) -> dict[str, 
         unknown = set(values) - fields
         if unknown:
             raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: unknown fields for {name!r}: {sorted(unknown)}")
+        if isinstance(values.get("memory"), dict):
+            try:
+                values = {**values, "memory": MemoryProfile(**values["memory"])}
+            except TypeError as exc:
+                raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: model {name!r} memory: {exc}")
         try:
             if name in specs:
                 specs[name] = dataclasses.replace(specs[name], **values)

@@ -146,6 +146,7 @@ def load_options() -> LoadOptions:
         device=settings.VIDEOGEN_DEVICE,
         dtype=settings.VIDEOGEN_DTYPE,
         max_loaded=settings.VIDEOGEN_MAX_LOADED_MODELS,
+        gpu_memory_gib=settings.VIDEOGEN_GPU_MEMORY_GB,
     )
 
 

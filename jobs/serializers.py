@@ -104,9 +104,26 @@ class GenerationRequest(serializers.Serializer):
                 errors[name] = [f"Model {spec.name} needs a {name} between {spec.min_size} and {maximum} pixels."]
             elif value % spec.size_multiple:
                 errors[name] = [f"Model {spec.name} needs a {name} that is a multiple of {spec.size_multiple}."]
+        if not errors:
+            errors = memory_errors(spec, data)
         if errors:
             raise serializers.ValidationError(errors)
         return data
+
+
+def memory_errors(spec, data: dict) -> dict[str, list[str]]:
+    """A request no GPU of VIDEOGEN_GPU_MEMORY_GB could hold, whatever memory options the worker turned on."""
+    limit = settings.VIDEOGEN_GPU_MEMORY_GB
+    plan = spec.memory_plan(data["num_frames"], data["width"], data["height"], limit) if limit else None
+    if plan is None or plan.fits:
+        return {}
+    return {
+        "num_frames": [
+            f"{data['num_frames']} frames at {data['width']}x{data['height']} with model {spec.name} need about "
+            f"{plan.peak_gib:.1f} GiB of GPU memory even with VAE tiling and CPU offload; this server's GPUs have "
+            f"{limit:g} GiB (VIDEOGEN_GPU_MEMORY_GB). Ask for fewer frames or a smaller size."
+        ]
+    }
 
 
 class JobSerializer(serializers.ModelSerializer):

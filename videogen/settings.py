@@ -236,6 +236,10 @@ VIDEOGEN_DTYPE = envstr("VIDEOGEN_DTYPE", "auto")
 # Pipelines one worker process keeps loaded; more than one only makes sense
 # when they fit in GPU memory together.
 VIDEOGEN_MAX_LOADED_MODELS = envint("VIDEOGEN_MAX_LOADED_MODELS", 1, minimum=1)
+# GiB of GPU memory a job may use. Set on the API, a request that no such GPU
+# could hold is refused at submit (400); on a worker it replaces the device's
+# own size when jobs are planned (VAE tiling, CPU offload, or refusal).
+VIDEOGEN_GPU_MEMORY_GB = envfloat("VIDEOGEN_GPU_MEMORY_GB", None)
 # Seconds between progress writes to the job row while a job denoises.
 VIDEOGEN_PROGRESS_INTERVAL = envfloat("VIDEOGEN_PROGRESS_INTERVAL", 0.5)
 

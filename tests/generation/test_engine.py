@@ -32,11 +32,7 @@ def params(**overrides) -> GenerationParams:
     return GenerationParams(**{**values, **overrides})
 
 
-@pytest.fixture(autouse=True)
-def fresh_pipelines():
-    pipelines.release_pipelines()
-    yield
-    pipelines.release_pipelines()
+pytestmark = pytest.mark.usefixtures("fresh_pipelines")
 
 
 def test_the_wan_twin_is_a_real_wan_pipeline_and_returns_the_frames_asked_for():

@@ -25,11 +25,7 @@ def params(**overrides) -> GenerationParams:
     return GenerationParams(**values)
 
 
-@pytest.fixture(autouse=True)
-def fresh_pipelines():
-    pipelines.release_pipelines()
-    yield
-    pipelines.release_pipelines()
+pytestmark = pytest.mark.usefixtures("fresh_pipelines")
 
 
 @pytest.mark.parametrize("asked, generated", [(1, 1), (2, 5), (5, 5), (6, 9), (36, 37), (49, 49)])
