@@ -30,10 +30,12 @@ class StorageUnavailable(Exception):
 
 
 def is_s3(storage: Storage) -> bool:
-    # If django-storages' S3 module was never imported, no S3Storage exists in
-    # this process: local deployments never pay for importing boto3.
+    # __class__, unlike type(), makes Django's lazy default_storage build its
+    # backend (importing its module). If django-storages' S3 module is still
+    # not imported, this is no S3Storage: local deployments never import boto3.
+    storage_class = storage.__class__
     module = sys.modules.get("storages.backends.s3")
-    return module is not None and isinstance(storage, module.S3Storage)
+    return module is not None and issubclass(storage_class, module.S3Storage)
 
 
 def redirects_to_storage(stored: FieldFile) -> bool:
