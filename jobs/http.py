@@ -15,7 +15,7 @@ DATABASE_DOWN = (OperationalError, InterfaceError)
 
 # RFC 9110 section 14.1.2, one range only: `bytes=first-last`, `bytes=first-`
 # or `bytes=-suffix`. ASCII digits only (\d would take any script's digits).
-_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE | re.ASCII)
 # A position with more digits than this is past the end of any stored file;
 # it is never converted (int() of thousands of digits raises).
 _MAX_DIGITS = 18
@@ -37,7 +37,7 @@ def requested_range(header: str, size: int) -> tuple[int, int] | None | bool:
     (no header, several ranges, or one that does not parse: RFC 9110 lets a
     server ignore those); False when it cannot be satisfied (a 416).
     """
-    match = _RANGE.fullmatch(header.strip())
+    match = _RANGE.fullmatch(header.strip(" \t"))
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.groups()
