@@ -136,9 +136,14 @@ def retry_database(write, *, attempts: int = 6, delay: float = 1.0):
 
 class _TemporaryFile(File):
     # FileSystemStorage moves a file that has a temporary path instead of
-    # copying it: an atomic rename when both are on one filesystem.
+    # copying it: an atomic rename when both are on one filesystem. S3Storage
+    # uploads it instead; an S3 object is visible only once whole.
     def temporary_file_path(self) -> str:
         return self.file.name
+
+
+class StorageWriteError(OSError):
+    """Storing a finished file failed (the bucket unreachable, access denied): the job fails as `encode`."""
 
 
 def load_options() -> LoadOptions:
@@ -279,8 +284,15 @@ def _store_outputs(job: VideoGenerationJob, frames) -> tuple[list[str], int]:
             ]
             file_size = files[0][0].stat().st_size
             for path, folder in files:
+                name = f"{folder}/{path.name}"
                 with open(path, "rb") as handle:
-                    stored.append(default_storage.save(f"{folder}/{path.name}", _TemporaryFile(handle)))
+                    try:
+                        stored.append(default_storage.save(name, _TemporaryFile(handle)))
+                    except Exception as exc:
+                        if isinstance(exc, OSError):
+                            raise
+                        # botocore's errors are not OSErrors; name what failed.
+                        raise StorageWriteError(f"could not store {name}: {exc}") from exc
     except BaseException:
         _delete_stored(stored)
         raise
@@ -310,5 +322,7 @@ def _delete_stored(names: list[str]) -> None:
     for name in names:
         try:
             default_storage.delete(name)
-        except OSError:
+        except Exception:
+            # OSError on disk, botocore's errors on S3: log the orphan and go
+            # on deleting the others.
             logger.warning("could not delete %s", name, exc_info=True)

@@ -349,7 +349,8 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     def video_player(self, job: VideoGenerationJob) -> str:
         if job.status != Status.COMPLETED or not job.video:
             return "-"
-        # The download view honours Range, so the player can seek.
+        # The download view honours Range, so the player can seek; on S3 it
+        # redirects to a presigned URL, which the player follows and seeks in.
         return format_html(
             '<video id="job-video" controls preload="metadata" src="{}" poster="{}"'
             ' style="max-width: 100%; width: {}px;"></video>',

@@ -62,9 +62,25 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 COMMON_ERRORS = {400: ERROR, 404: ERROR, 405: ERROR, 413: ERROR, 415: ERROR, 503: ERROR}
 
 
+class RedirectSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="The same as the Location header.")
+    expires_in = serializers.IntegerField(help_text="Seconds the URL stays valid (VIDEOGEN_S3_URL_EXPIRY).")
+
+
 def file_responses(content_type: str) -> dict:
+    """The file itself for 200 and 206; JSON for every other answer, whatever the Accept header."""
     binary = OpenApiResponse(OpenApiTypes.BINARY, description=content_type)
-    return {200: binary, 206: binary, 409: ERROR, 410: ERROR, 416: ERROR, **COMMON_ERRORS}
+    json = "application/json"
+    errors = {409: ERROR, 410: ERROR, 412: ERROR, 416: ERROR, **COMMON_ERRORS}
+    return {
+        (200, content_type): binary,
+        (206, content_type): binary,
+        (302, json): OpenApiResponse(
+            RedirectSerializer, description="With S3 storage and VIDEOGEN_S3_REDIRECT: a presigned URL in Location."
+        ),
+        304: OpenApiResponse(description="Not modified (If-None-Match or If-Modified-Since)."),
+        **{(code, json): response for code, response in errors.items()},
+    }
 
 
 def hide_trailing_slash_aliases(endpoints):

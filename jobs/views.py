@@ -3,16 +3,19 @@ import uuid
 
 from django.conf import settings
 from django.db import connection
+from django.http import JsonResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from generation.registry import served_models
 from jobs import schema
-from jobs.http import DATABASE_DOWN, json_error, ranged_file_response
+from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
+from jobs.http import DATABASE_DOWN, file_response, json_error
 from jobs.models import Status, VideoGenerationJob
 from jobs.serializers import (
     USER_ID_MAX_LENGTH,
@@ -205,9 +208,34 @@ class VideosView(APIView):
         return paginator.get_paginated_response(VideoInfo(page, many=True, context={"request": request}).data)
 
 
+class _FileType(BaseRenderer):
+    """
+    Stands for the file's own type in content negotiation (`Accept: video/mp4`
+    on /download). Never renders: the view sends the file itself.
+    """
+
+    format = None
+
+    def __init__(self, media_type: str):
+        self.media_type = media_type
+
+
 class _JobFileView(APIView):
     field_name: str
     content_type: str
+
+    def perform_content_negotiation(self, request, force=False):
+        # The API's renderers plus the file's type; only here, not in
+        # get_renderers(), so nothing else (the schema, ?format=) sees it.
+        # Whichever wins, errors (404, 409, ...) are rendered as JSON.
+        renderers = [*self.get_renderers(), _FileType(self.content_type)]
+        try:
+            self.get_content_negotiator().select_renderer(request, renderers, self.format_kwarg)
+        except exceptions.NotAcceptable:
+            if force:
+                return renderers[0], renderers[0].media_type
+            raise
+        return super().perform_content_negotiation(request, force=True)
 
     def get(self, request, job_id):
         job = get_visible_job(request, job_id)
@@ -219,14 +247,27 @@ class _JobFileView(APIView):
                 status=job.status,
             )
         stored = getattr(job, self.field_name)
+        filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
         try:
-            file = stored.storage.open(stored.name, "rb")
-            size = stored.storage.size(stored.name)
-        except (FileNotFoundError, ValueError):
+            if redirects_to_storage(stored):
+                return _redirect(presigned_url(stored, content_type=self.content_type, filename=filename))
+            return file_response(request, open_stored(stored), content_type=self.content_type, filename=filename)
+        except Missing:
             logger.error("job=%s user_id=%s completed but %s is missing", job.id, job.user_id, stored.name)
             return json_error(410, "The job completed but its file is no longer stored.", job_id=str(job.id))
-        filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
-        return ranged_file_response(request, file, size=size, content_type=self.content_type, filename=filename)
+        except StorageUnavailable:
+            logger.exception("job=%s user_id=%s: storage unavailable reading %s", job.id, job.user_id, stored.name)
+            response = json_error(503, "The file storage is unavailable; try again shortly.")
+            response["Retry-After"] = "5"
+            return response
+
+
+def _redirect(url: str) -> JsonResponse:
+    response = JsonResponse({"url": url, "expires_in": settings.VIDEOGEN_S3_URL_EXPIRY}, status=302)
+    response["Location"] = url
+    # The URL expires: never let a cache replay this answer after it has.
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @extend_schema_view(

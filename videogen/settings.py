@@ -178,6 +178,56 @@ MEDIA_ROOT = Path(envstr("VIDEOGEN_MEDIA_ROOT", str(DATA_DIR / "media")))
 # view, which checks ownership and honours HTTP Range.
 MEDIA_URL = "media/"
 
+# Videos, posters and previews go to Django's default storage: files under
+# MEDIA_ROOT, or an S3-compatible bucket (AWS, MinIO, Ceph, R2) when
+# AWS_STORAGE_BUCKET_NAME is set, which several hosts can share. Credentials
+# come from boto3's usual chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+# (/ AWS_SESSION_TOKEN), AWS_PROFILE, or an instance role.
+AWS_STORAGE_BUCKET_NAME = envstr("AWS_STORAGE_BUCKET_NAME", "")
+# On S3 the file views redirect (302) to a presigned URL valid this many
+# seconds, so the bytes never pass through the API; false streams them
+# through the API instead (Range and all), for clients that cannot reach the
+# bucket. SigV4 presigned URLs live at most 7 days.
+VIDEOGEN_S3_REDIRECT = envbool("VIDEOGEN_S3_REDIRECT", bool(AWS_STORAGE_BUCKET_NAME))
+VIDEOGEN_S3_URL_EXPIRY = envint("VIDEOGEN_S3_URL_EXPIRY", 600, minimum=1)
+if VIDEOGEN_S3_URL_EXPIRY > 7 * 24 * 3600:
+    raise ImproperlyConfigured(f"VIDEOGEN_S3_URL_EXPIRY is at most 604800 (7 days), got {VIDEOGEN_S3_URL_EXPIRY}")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if AWS_STORAGE_BUCKET_NAME:
+    _s3_options = {
+        "bucket_name": AWS_STORAGE_BUCKET_NAME,
+        # Unset: AWS itself. MinIO, Ceph, R2: their URL, e.g. http://minio:9000.
+        "endpoint_url": envstr("AWS_S3_ENDPOINT_URL", "") or None,
+        "region_name": envstr("AWS_S3_REGION_NAME", "") or None,
+        # A key prefix, so one bucket can hold several deployments.
+        "location": envstr("AWS_LOCATION", "").strip("/"),
+        # botocore picks path-style for a custom endpoint; "virtual" or "path" to force.
+        "addressing_style": envstr("AWS_S3_ADDRESSING_STYLE", "") or None,
+        "signature_version": envstr("AWS_S3_SIGNATURE_VERSION", "s3v4"),
+        # django-storages overwrites an existing key by default. A job run
+        # twice (a worker thought dead finishing late) would then overwrite,
+        # and on losing the race delete, the other run's video: pick a free
+        # name instead, as FileSystemStorage does.
+        "file_overwrite": False,
+        # Objects stay private (the bucket's own policy); the API hands out
+        # presigned URLs only after checking ownership.
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": VIDEOGEN_S3_URL_EXPIRY,
+    }
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options}
+    # Presigned URLs are signed for the host a browser will use: the same
+    # endpoint, unless the API and workers reach the bucket at an internal
+    # address (http://minio:9000 in compose) that clients cannot.
+    _public_endpoint = envstr("VIDEOGEN_S3_PUBLIC_ENDPOINT_URL", "") or _s3_options["endpoint_url"]
+    STORAGES["presign"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {**_s3_options, "endpoint_url": _public_endpoint},
+    }
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
