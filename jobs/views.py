@@ -434,11 +434,13 @@ def _check_broker() -> str:
 class JsonErrorsMixin:
     """
     drf-spectacular's views render errors with their own renderers (YAML, an
-    HTML template) like their content; under /api/ every error is JSON.
+    HTML template) like their content; under /api/ every error is JSON, and
+    so is an OPTIONS answer (DRF's metadata, which the docs' template cannot
+    render).
     """
 
     def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, Response) and response.status_code >= 400:
+        if isinstance(response, Response) and (response.status_code >= 400 or request.method == "OPTIONS"):
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
             response.template_name = None

@@ -69,6 +69,14 @@ def test_errors_from_the_schema_and_the_docs_are_json(api, method, path, query, 
     assert set(body) == {"detail"}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/docs", "/api/v1/schema"])
+def test_options_on_the_schema_and_the_docs_is_json(api, db, path):
+    response = api.options(path)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+
+
 # --- Cursors and page_size -----------------------------------------------------------
 
 
