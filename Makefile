@@ -22,13 +22,31 @@ migrate: $(INSTALLED)
 
 # The API and one django-q2 worker, in the foreground. Ctrl-C stops both (a
 # running job is handed back to the queue at its next step, and the next
-# `make run` finishes it); if either dies, the other is stopped too. Background jobs of a script ignore SIGINT, hence the trap.
+# `make run` finishes it); if either dies, the other is stopped too.
+# Background jobs of a script ignore SIGINT, hence the trap.
+#
+# The API runs on gunicorn, as in docker/, never Django's development server
+# (which reads chunked bodies as empty and answers odd /static/ paths with a
+# 500); WhiteNoise serves the collected static files (admin, /api/v1/docs).
+# gthread workers: a request is mostly waiting (on the database, or on a slow
+# client reading a video), which threads do cheaply and without the eventlet
+# or gevent monkey-patching that Django's database layer would need; two
+# processes so that one busy with a long download never holds up the rest.
+# The worker gets SIGTERM (it hands a running job back); gunicorn SIGINT, its
+# quick stop (a SIGTERM right after the terminal's SIGINT makes it wait out
+# --graceful-timeout). --no-control-socket: two servers on one machine would
+# share gunicorn's default socket path.
+GUNICORN := $(VENV)/bin/gunicorn videogen.wsgi:application --bind 127.0.0.1:$(PORT) \
+	--worker-class gthread --workers 2 --threads 4 --graceful-timeout 10 --no-control-socket \
+	--access-logfile - --logger-class videogen.gunicorn.Logger
+
 run: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ with one worker. Ctrl-C stops both."
 	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
 	@$(PY) manage.py qcluster & worker=$$!; \
-	$(PY) manage.py runserver --noreload --insecure 127.0.0.1:$(PORT) & web=$$!; \
-	trap 'kill -TERM $$worker $$web 2>/dev/null; wait $$worker $$web' INT TERM EXIT; \
+	$(GUNICORN) & web=$$!; \
+	trap 'kill -INT $$web 2>/dev/null; kill -TERM $$worker 2>/dev/null; wait $$worker $$web' INT TERM EXIT; \
 	wait -n
 
 test: $(INSTALLED)

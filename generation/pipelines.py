@@ -32,6 +32,10 @@ class GenerationError(Exception):
 class ModelLoadError(GenerationError):
     """The pipeline could not be built or loaded (missing weights, bad path)."""
 
+    def __init__(self, message: str, *, model: str):
+        super().__init__(message)
+        self.model = model
+
 
 class InvalidParams(GenerationError):
     """The parameters are outside what the model can do."""
@@ -167,7 +171,7 @@ def _build_or_load(spec: ModelSpec, options: LoadOptions):
         _apply_memory_options(pipeline, spec, device)
     except Exception as exc:
         raise ModelLoadError(
-            f"could not load model {spec.name!r} from {spec.source or spec.builder}: {exc}"
+            f"could not load model {spec.name!r} from {spec.source or spec.builder}: {exc}", model=spec.name
         ) from exc
     pipeline.set_progress_bar_config(disable=True)
     # Loading can leave large temporaries behind; return them before the first job.

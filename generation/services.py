@@ -224,6 +224,9 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         # once the job is marked.
         code, message = classify_failure(exc)
         log.exception("failed (%s) after %.1fs", code, time.monotonic() - started)
+        # The exception's own text (paths, hosts) is for the operator: the
+        # admin shows run_info whole, clients see it without this.
+        run_info = {**run_info, "error_detail": f"{exc.__class__.__name__}: {exc}"[:MAX_ERROR_LENGTH]}
         # _store_outputs removes what it stored when it fails; nothing else to clean.
         retry_database(
             lambda: job.transition(
@@ -256,6 +259,13 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
             completed_at=timezone.now(),
         )
     )
+    if not completed:
+        # The write may have landed before the connection dropped, and its
+        # retry then finds the job no longer running: only the row says
+        # whether these files are the job's now.
+        completed = retry_database(
+            lambda: VideoGenerationJob.objects.filter(pk=job.pk, status=Status.COMPLETED, video=stored[0]).exists()
+        )
     if completed:
         log.info("completed in %.1fs: %s (%d bytes)", time.monotonic() - started, stored[0], file_size)
     else:
@@ -300,7 +310,12 @@ def _store_outputs(job: VideoGenerationJob, frames) -> tuple[list[str], int]:
 
 
 def classify_failure(exc: BaseException) -> tuple[str, str]:
-    """The job's error_code and a message a person can act on."""
+    """
+    The job's error_code and a message a person can act on. Clients read it:
+    where the exception's text is not ours (a library's, the OS's) it may
+    name paths and hosts, so the message says what failed and the text goes
+    to the log and the admin (run_info's error_detail).
+    """
     from django_q.exceptions import TimeoutException
 
     if isinstance(exc, TimeoutException):
@@ -310,12 +325,14 @@ def classify_failure(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, OutOfMemory):
         return ErrorCode.OUT_OF_MEMORY, f"Generation failed: {exc}"
     if isinstance(exc, ModelLoadError):
-        return ErrorCode.MODEL_LOAD, f"Generation failed: {exc}"
+        return ErrorCode.MODEL_LOAD, (
+            f"Generation failed: could not load model {exc.model!r} on the worker (the operator can see why)."
+        )
     if isinstance(exc, (InvalidParams, UnknownModel)):
         return ErrorCode.INVALID_INPUT, f"Generation failed: {exc}"
     if isinstance(exc, (EncodingError, OSError)):
-        return ErrorCode.ENCODE, f"Generation failed while writing the video: {exc}"
-    return ErrorCode.INTERNAL, f"Generation failed: {exc or exc.__class__.__name__}"
+        return ErrorCode.ENCODE, "Generation failed while writing the video (the operator can see why)."
+    return ErrorCode.INTERNAL, f"Generation failed: an internal error ({exc.__class__.__name__}; the operator can see why)."
 
 
 def _delete_stored(names: list[str]) -> None:

@@ -1,12 +1,17 @@
 import logging
 
 from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404
 
 from jobs.http import DATABASE_DOWN, json_error
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+# What Django itself turns into a 4xx: too many query parameters
+# (TooManyFieldsSent) and a foreign Host are SuspiciousOperations.
+CLIENT_ERRORS = (SuspiciousOperation, BadRequest, PermissionDenied, Http404)
 
 
 class JsonApiErrorsMiddleware:
@@ -32,6 +37,10 @@ class JsonApiErrorsMiddleware:
 
     def process_exception(self, request, exception):
         if not request.path.startswith(API_PREFIX):
+            return None
+        if isinstance(exception, CLIENT_ERRORS):
+            # Django answers these with 400, 403 or 404 through the handlers
+            # in videogen/urls.py, which speak JSON under /api/.
             return None
         if isinstance(exception, DATABASE_DOWN):
             logger.exception("database error while serving %s", request.path)

@@ -86,3 +86,8 @@ def file_responses(content_type: str) -> dict:
 def hide_trailing_slash_aliases(endpoints):
     """Every path also answers with a trailing slash; the schema lists each once."""
     return [endpoint for endpoint in endpoints if not endpoint[0].endswith("/")]
+
+
+def hide_paths_outside_the_api(endpoints):
+    """/health also answers at the root, for the original's clients; the schema documents /api/v1/ alone."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/")]

@@ -3,6 +3,7 @@ Request and response shapes. Every response is a superset of the original
 FastAPI service's (api/schemas.py there), so its clients keep working.
 """
 
+import re
 import unicodedata
 
 from django.conf import settings
@@ -41,6 +42,46 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictNumberMixin:
+    """JSON's true and false are not numbers, though Python's bool is an int (float(True) is 1.0)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(StrictNumberMixin, serializers.IntegerField):
+    pass
+
+
+class StrictFloatField(StrictNumberMixin, serializers.FloatField):
+    pass
+
+
+# A Hugging Face repo id ("THUDM/CogVideoX-2b"); anything else in a run's
+# `source` is a path on a worker or the dotted path of a builder function.
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+")
+
+
+def public_run_info(run_info: dict) -> dict:
+    """
+    run_info as clients see it: the weights' source only when it is a public
+    repo id, and no error_detail (raw exception text). The admin shows it all.
+    """
+    public = dict(run_info)
+    source = public.get("source")
+    public.pop("error_detail", None)
+    if source is not None and not (isinstance(source, str) and HUB_REPO_ID.fullmatch(source) and ".." not in source):
+        del public["source"]
+    return public
+
+
+class PublicRunInfoField(serializers.JSONField):
+    def to_representation(self, value):
+        return super().to_representation(public_run_info(value) if isinstance(value, dict) else value)
+
+
 def validate_user_id(value: str) -> str:
     if has_control_characters(value):
         raise serializers.ValidationError("user_id must not contain control characters.")
@@ -56,18 +97,18 @@ class GenerationRequest(serializers.Serializer):
     model = StrictCharField(required=False)
     # Defaults come from the chosen model (see validate); these bounds are the
     # original API's, and a model's own bounds may be tighter.
-    fps = serializers.IntegerField(required=False, min_value=FPS_RANGE[0], max_value=FPS_RANGE[1])
-    num_frames = serializers.IntegerField(required=False, min_value=FRAMES_RANGE[0], max_value=FRAMES_RANGE[1])
-    width = serializers.IntegerField(required=False, min_value=1)
-    height = serializers.IntegerField(required=False, min_value=1)
-    num_inference_steps = serializers.IntegerField(
+    fps = StrictIntegerField(required=False, min_value=FPS_RANGE[0], max_value=FPS_RANGE[1])
+    num_frames = StrictIntegerField(required=False, min_value=FRAMES_RANGE[0], max_value=FRAMES_RANGE[1])
+    width = StrictIntegerField(required=False, min_value=1)
+    height = StrictIntegerField(required=False, min_value=1)
+    num_inference_steps = StrictIntegerField(
         required=False, min_value=STEPS_RANGE[0], max_value=STEPS_RANGE[1]
     )
-    guidance_scale = serializers.FloatField(
+    guidance_scale = StrictFloatField(
         required=False, min_value=GUIDANCE_RANGE[0], max_value=GUIDANCE_RANGE[1]
     )
-    seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
-    num_videos_per_prompt = serializers.IntegerField(required=False, default=1, min_value=1)
+    seed = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
+    num_videos_per_prompt = StrictIntegerField(required=False, default=1, min_value=1)
 
     def validate_num_videos_per_prompt(self, value: int) -> int:
         if value != 1:
@@ -139,6 +180,7 @@ class JobSerializer(serializers.ModelSerializer):
     video_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField()
+    run_info = PublicRunInfoField(read_only=True)
 
     class Meta:
         model = VideoGenerationJob

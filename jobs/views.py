@@ -1,14 +1,17 @@
+import datetime
 import logging
 import uuid
 
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
@@ -60,11 +63,55 @@ def api_exception_handler(exc, context):
     return response
 
 
-def requested_user_id(request) -> str | None:
-    """The optional ?user_id= filter, stripped like the one given at submit."""
-    raw = request.query_params.get("user_id")
-    if raw is None:
-        return None
+# The query parameters of the per-user endpoints (the file views take these too).
+USER_ID_PARAMS = frozenset({"user_id"})
+VIDEOS_PARAMS = frozenset({"user_id", "cursor", "page_size"})
+
+
+def check_query_params(request, allowed: frozenset[str]) -> None:
+    """
+    Refuse query parameters the endpoint does not take, and any given twice:
+    a misspelt filter (USER_ID=, user_id[]=) must not silently widen a
+    request to every user's jobs, nor ?user_id=a&user_id=b pick one.
+    """
+    for name in request.query_params:
+        if name not in allowed:
+            raise exceptions.ValidationError(
+                {name: [f"Unknown query parameter; this endpoint takes {', '.join(sorted(allowed))}."]}
+            )
+        if len(request.query_params.getlist(name)) > 1:
+            raise exceptions.ValidationError({name: [f"{name} must be given at most once."]})
+
+
+def requested_user_id(request, *, allowed: frozenset[str] = USER_ID_PARAMS, body: bool = False) -> str | None:
+    """
+    The optional user_id filter, stripped like the one given at submit. It
+    is taken from the query string and, where `body` (cancel, a POST), also
+    from a JSON body; given in both, they must agree.
+    """
+    check_query_params(request, allowed)
+    candidates = []
+    if "user_id" in request.query_params:
+        candidates.append(_clean_user_id(request.query_params["user_id"]))
+    if body:
+        data = request.data
+        if not isinstance(data, dict):
+            raise exceptions.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        unknown = sorted(set(data) - {"user_id"})
+        if unknown:
+            raise exceptions.ValidationError({name: ["Unknown field; the body takes only user_id."] for name in unknown})
+        if "user_id" in data:
+            if not isinstance(data["user_id"], str):
+                raise exceptions.ValidationError({"user_id": ["user_id must be a string."]})
+            candidates.append(_clean_user_id(data["user_id"]))
+    if len(set(candidates)) > 1:
+        raise exceptions.ValidationError(
+            {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
+        )
+    return candidates[0] if candidates else None
+
+
+def _clean_user_id(raw: str) -> str:
     user_id = raw.strip()
     problem = None
     if not user_id:
@@ -78,9 +125,9 @@ def requested_user_id(request) -> str | None:
     return user_id
 
 
-def get_visible_job(request, job_id: str) -> VideoGenerationJob:
+def get_visible_job(request, job_id: str, *, body: bool = False) -> VideoGenerationJob:
     """The job, if it exists and the request's user_id may see it; else 404, alike."""
-    user_id = requested_user_id(request)
+    user_id = requested_user_id(request, body=body)
     try:
         pk = uuid.UUID(str(job_id))
     except ValueError:
@@ -117,9 +164,14 @@ class GenerateView(APIView):
     )
     def post(self, request):
         key = idempotency_key(request)
+        query_user_id = requested_user_id(request)
         serializer = GenerationRequest(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if query_user_id is not None and query_user_id != data["user_id"]:
+            raise exceptions.ValidationError(
+                {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
+            )
         try:
             job, created = job_create(
                 user_id=data["user_id"],
@@ -165,10 +217,46 @@ class JobView(APIView):
 class VideoCursorPagination(CursorPagination):
     ordering = ("-completed_at", "-id")
     page_size_query_param = "page_size"
+    invalid_cursor_message = "Invalid cursor."
 
     def __init__(self):
         self.page_size = settings.VIDEOGEN_PAGE_SIZE
         self.max_page_size = settings.VIDEOGEN_MAX_PAGE_SIZE
+
+    def get_page_size(self, request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        # ASCII digits only: int() also takes other scripts' digits, and
+        # str.isdigit() takes superscripts that int() then refuses. Any
+        # number past the maximum means the maximum, however long it is.
+        if not (raw.isascii() and raw.isdigit()) or not raw.strip("0"):
+            raise exceptions.ValidationError({"page_size": ["page_size must be a positive integer."]})
+        digits = raw.lstrip("0")
+        if len(digits) > len(str(self.max_page_size)):
+            return self.max_page_size
+        return min(int(digits), self.max_page_size)
+
+    def decode_cursor(self, request):
+        """
+        DRF's decoding, then the position itself: it is compared with
+        completed_at, so it must be a datetime the database can hold. Any
+        cursor that is not one this API made is a 400 naming the field.
+        """
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = True
+        if cursor is not None and cursor.position is not None:
+            position = _cursor_datetime(cursor.position)
+            valid = position is not None
+            cursor = cursor._replace(position=position.isoformat() if position else None)
+        if not valid:
+            raise exceptions.ValidationError({self.cursor_query_param: [self.invalid_cursor_message]})
+        return cursor
 
     def paginate_queryset(self, queryset, request, view=None):
         counted = queryset.order_by()[: TOTAL_COUNT_CAP + 1].count()
@@ -188,6 +276,23 @@ class VideoCursorPagination(CursorPagination):
         )
 
 
+def _cursor_datetime(value: str) -> datetime.datetime | None:
+    """A cursor's position as an aware datetime within the database's range, or None."""
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        return None
+    if parsed is None:
+        return None
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, datetime.timezone.utc)
+    try:
+        # The database compares in UTC: a year-9999 time east of UTC overflows there.
+        return parsed.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        return None
+
+
 class VideosView(APIView):
     @extend_schema(
         operation_id="videos",
@@ -199,10 +304,7 @@ class VideosView(APIView):
         responses={200: schema.VideoListSerializer, **schema.COMMON_ERRORS},
     )
     def get(self, request):
-        page_size = request.query_params.get("page_size")
-        if page_size is not None and not (page_size.isdigit() and int(page_size) > 0):
-            raise exceptions.ValidationError({"page_size": ["page_size must be a positive integer."]})
-        queryset = VideoGenerationJob.objects.for_user(requested_user_id(request)).completed_videos()
+        queryset = VideoGenerationJob.objects.for_user(requested_user_id(request, allowed=VIDEOS_PARAMS)).completed_videos()
         paginator = VideoCursorPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(VideoInfo(page, many=True, context={"request": request}).data)
@@ -247,6 +349,9 @@ class _JobFileView(APIView):
                 status=job.status,
             )
         stored = getattr(job, self.field_name)
+        if not stored:
+            # Jobs completed before previews (or posters) existed have none.
+            return json_error(410, "This job has no such file: it was never stored.", job_id=str(job.id))
         filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
         try:
             if redirects_to_storage(stored):
@@ -302,7 +407,8 @@ class CancelView(APIView):
         responses={200: JobSerializer, 409: schema.ERROR, **schema.COMMON_ERRORS},
     )
     def post(self, request, job_id):
-        job = get_visible_job(request, job_id)
+        # user_id may come in a JSON body too, where a POST's fields usually go.
+        job = get_visible_job(request, job_id, body=True)
         if not job_cancel(job):
             job.refresh_from_db()
             return json_error(
@@ -337,13 +443,19 @@ class HealthView(APIView):
         )
 
 
+# What /health says of a check that failed. The exception's own text names
+# hosts, ports and file paths, so it goes to the log, never to the client.
+UNAVAILABLE = "unavailable"
+
+
 def _check_database() -> str:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return "ok"
-    except Exception as exc:
-        return f"unavailable: {exc}"
+    except Exception:
+        logger.warning("health: the database does not answer", exc_info=True)
+        return UNAVAILABLE
 
 
 def _check_broker() -> str:
@@ -357,13 +469,30 @@ def _check_broker() -> str:
             # The ORM broker's ping() always says yes; ask its table instead.
             broker.queue_size()
         return "ok"
-    except Exception as exc:
-        return f"unavailable: {exc}"
+    except Exception:
+        logger.warning("health: the broker does not answer", exc_info=True)
+        return UNAVAILABLE
 
 
-class SchemaView(SpectacularAPIView):
+class JsonErrorsMixin:
+    """
+    drf-spectacular's views render errors with their own renderers (YAML, an
+    HTML template) like their content; under /api/ every error is JSON, and
+    so is an OPTIONS answer (DRF's metadata, which the docs' template cannot
+    render).
+    """
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(response, Response) and (response.status_code >= 400 or request.method == "OPTIONS"):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+            response.template_name = None
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
     pass
 
 
-class DocsView(SpectacularSwaggerView):
+class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
     pass

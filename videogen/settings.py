@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     # Before django_q: its `qcluster` command replaces django-q2's with one
     # that stops gracefully (generation/management/commands/qcluster.py).
     "generation",
@@ -253,7 +254,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Text to video: submit a prompt, poll the job, download the MP4.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "PREPROCESSING_HOOKS": ["jobs.schema.hide_trailing_slash_aliases"],
+    "PREPROCESSING_HOOKS": ["jobs.schema.hide_trailing_slash_aliases", "jobs.schema.hide_paths_outside_the_api"],
+    # Swagger UI's files from the drf-spectacular-sidecar package, served by
+    # this server: no CDN, so /docs works offline and runs no third-party script.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Status"},
 }

@@ -1,29 +1,59 @@
 from django.contrib import admin
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
 from django.urls import include, path
+from django.views import defaults
 
 from jobs.http import json_error
+from jobs.views import HealthView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("jobs.urls")),
+    # The original service answered its health check at the root, and its
+    # demo script starts there. Left out of the schema (jobs/schema.py).
+    path("health", HealthView.as_view(), name="root-health"),
+    path("health/", HealthView.as_view()),
+]
+
+# Why Django refused a request, in words safe to show: the exceptions' own
+# messages echo the request or name settings.
+BAD_REQUEST_REASONS = [
+    (DisallowedHost, "This server does not answer to the Host header given."),
+    (TooManyFieldsSent, "Too many query parameters or form fields."),
+    (RequestDataTooBig, "The request body is too large."),
 ]
 
 
-def not_found(request, exception=None):
-    if request.path.startswith("/api/"):
-        return json_error(404, "Not found.")
-    from django.views.defaults import page_not_found
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
 
-    return page_not_found(request, exception)
+
+def bad_request(request, exception=None):
+    if _is_api(request):
+        detail = next((text for kind, text in BAD_REQUEST_REASONS if isinstance(exception, kind)), "Bad request.")
+        return json_error(400, detail)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return json_error(403, "Forbidden.")
+    return defaults.permission_denied(request, exception)
+
+
+def not_found(request, exception=None):
+    if _is_api(request):
+        return json_error(404, "Not found.")
+    return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
-    if request.path.startswith("/api/"):
+    if _is_api(request):
         return json_error(500, "Internal server error.")
-    from django.views.defaults import server_error as html_server_error
-
-    return html_server_error(request)
+    return defaults.server_error(request)
 
 
+handler400 = bad_request
+handler403 = permission_denied
 handler404 = not_found
 handler500 = server_error

@@ -105,3 +105,13 @@ def test_another_users_poster_is_a_404(api, make_completed_job):
     job = make_completed_job(user_id="bob")
 
     assert api.get(f"/api/v1/poster/{job.id}?user_id=alice").status_code == 404
+
+
+def test_a_completed_job_that_never_had_a_preview_is_a_410_not_an_error(api, make_completed_job):
+    # Rows from before previews existed: make_completed_job stores no preview.
+    job = make_completed_job()
+
+    response = api.get(f"/api/v1/preview/{job.id}?user_id=alice")
+
+    assert response.status_code == 410
+    assert response.json() == {"detail": "This job has no such file: it was never stored.", "job_id": str(job.id)}

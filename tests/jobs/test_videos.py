@@ -88,11 +88,11 @@ def test_page_size_is_bounded(api, make_job, settings):
     assert len(body["videos"]) == 3
 
 
-def test_a_garbage_cursor_is_a_404_not_a_500(api, db):
+def test_a_garbage_cursor_is_a_400_naming_the_cursor(api, db):
     response = api.get("/api/v1/videos?cursor=garbage")
 
-    assert response.status_code == 404
-    assert response.json()["detail"] == "Invalid cursor"
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"cursor": ["Invalid cursor."]}
 
 
 def test_a_user_with_no_videos_gets_an_empty_list(api, db):

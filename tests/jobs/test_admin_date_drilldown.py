@@ -1,0 +1,34 @@
+"""The admin's date drill-down with dates that do not exist or have no next one."""
+
+import pytest
+
+from tests.jobs.test_admin import CHANGELIST, operator, staff_client  # noqa: F401 (fixtures)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["submitted_at__year=9999", "submitted_at__year=9999&submitted_at__month=12",
+     "submitted_at__year=9999&submitted_at__month=12&submitted_at__day=31", "submitted_at__year=0",
+     "submitted_at__year=10000", "submitted_at__year=2020&submitted_at__month=13",
+     "submitted_at__year=2020&submitted_at__month=2&submitted_at__day=30", "submitted_at__year=abc",
+     "submitted_at__year=" + "9" * 5000, "submitted_at__year=-1"],
+)
+def test_an_impossible_date_drilldown_is_the_admins_bad_filter_answer_not_a_500(staff_client, make_job, query):
+    make_job()
+
+    response = staff_client.get(f"{CHANGELIST}?{query}")
+
+    # Django's answer to a bad lookup: back to the list, flagged ?e=1.
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
+def test_the_last_representable_year_still_lists_its_jobs(staff_client, make_job):
+    from datetime import datetime, timezone
+
+    job = make_job(submitted_at=datetime(9999, 6, 1, tzinfo=timezone.utc))
+
+    response = staff_client.get(f"{CHANGELIST}?submitted_at__year=9999&submitted_at__month=6")
+
+    assert response.status_code == 200
+    assert [row.pk for row in response.context["cl"].result_list] == [job.pk]

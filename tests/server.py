@@ -1,0 +1,105 @@
+"""
+`make run` as a user runs it: gunicorn and a qcluster in one process group,
+on a free port, against its own SQLite database and media under a
+temporary directory. For tests/test_make_run.py.
+"""
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+
+START_TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def log(self) -> bytes:
+        return self.log_path.read_bytes()
+
+    def request(self, method: str, path: str, body=None, headers=None, **kwargs) -> tuple[http.client.HTTPResponse, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers or {}, **kwargs)
+            response = connection.getresponse()
+            return response, response.read()
+        finally:
+            connection.close()
+
+    def raw(self, data: bytes) -> bytes:
+        """Send bytes as they are (no client library to refuse them) and return the answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def group_alive(self) -> bool:
+        """Whether any process of make's group still runs (zombies, awaiting their parent's wait, do not count)."""
+        self.process.poll()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # After "(comm)": state, ppid, pgrp.
+                state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+                if int(pgrp) == self.process.pid and state != "Z":
+                    return True
+        return False
+
+
+@contextlib.contextmanager
+def make_run(tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    venv = Path(sys.prefix)
+    env = {
+        name: value for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "REDIS_URL", "VIDEOGEN_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE")
+    }
+    env |= {"VIDEOGEN_DATA_DIR": str(tmp_path / "data"), "VIDEOGEN_QUEUE_POLL": "0.05"}
+    log_path = tmp_path / "make-run.log"
+    with open(log_path, "wb") as log:
+        # -o: the virtualenv is this one, already installed; its own session,
+        # so that SIGINT reaches the whole group, as Ctrl-C in a terminal does.
+        process = subprocess.Popen(
+            ["make", "-o", str(venv / ".installed"), "run", f"VENV={venv}", f"PORT={port}"],
+            cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Server(process, port, log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                if server.request("GET", "/health")[0].status == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("make run did not start:\n" + server.log[-4000:].decode(errors="replace"))
+            time.sleep(0.2)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
