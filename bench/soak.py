@@ -61,11 +61,11 @@ def children(pid: int) -> list[int]:
 def busy_workers(cluster_pid: int) -> list[int]:
     """Worker processes of this cluster that are running a job, as the job table says."""
     from jobs.models import Status, VideoGenerationJob
-    from jobs.recovery import worker_name
+    from jobs.recovery import parse_worker_name
 
-    workers = {worker_name(pid): pid for sentinel in children(cluster_pid) for pid in children(sentinel)}
-    running = VideoGenerationJob.objects.filter(status=Status.RUNNING, worker__in=list(workers))
-    return [workers[name] for name in running.values_list("worker", flat=True)]
+    workers = {pid for sentinel in children(cluster_pid) for pid in children(sentinel)}
+    running = VideoGenerationJob.objects.filter(status=Status.RUNNING).values_list("worker", flat=True)
+    return [parsed[1] for parsed in map(parse_worker_name, running) if parsed and parsed[1] in workers]
 
 
 class Service:

@@ -29,7 +29,7 @@ from generation.pipelines import (
     generate_frames,
 )
 from generation.registry import UnknownModel, get_spec
-from generation.worker import shutdown_requested
+from generation.worker import current_slot, shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.recovery import worker_name
 
@@ -148,7 +148,7 @@ class StorageWriteError(OSError):
 
 def load_options() -> LoadOptions:
     return LoadOptions(
-        device=settings.VIDEOGEN_DEVICE,
+        device=current_slot().engine_device,
         dtype=settings.VIDEOGEN_DTYPE,
         max_loaded=settings.VIDEOGEN_MAX_LOADED_MODELS,
         gpu_memory_gib=settings.VIDEOGEN_GPU_MEMORY_GB,
@@ -164,7 +164,7 @@ def job_run(job: VideoGenerationJob) -> None:
         from_={Status.PENDING},
         started_at=timezone.now(),
         heartbeat_at=timezone.now(),
-        worker=worker_name(),
+        worker=worker_name(slot=current_slot().index, device=current_slot().device),
         progress=0,
         current_step=0,
     )
@@ -192,7 +192,8 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         configure_torch(settings.VIDEOGEN_TORCH_THREADS)
         spec = get_spec(job.model_name)
         options = load_options()
-        run_info = describe_run(spec, options)
+        # The device as the operator listed it (cuda:3), not as the bound process sees it (cuda:0).
+        run_info = {**describe_run(spec, options), "device": current_slot().device, "slot": current_slot().index}
         frames = generate_frames(
             spec,
             GenerationParams(

@@ -8,7 +8,7 @@ the job table, not the broker, is the source of truth, and recovery is ours.
 
 import logging
 import os
-import socket
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -20,20 +20,43 @@ from jobs.models import ErrorCode, Status, VideoGenerationJob
 logger = logging.getLogger(__name__)
 
 
-def worker_name(pid: int | None = None) -> str:
-    """How a worker process names itself on the job it runs: host:pid."""
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
+# host:pid, then " slot N device" for a worker of a qcluster (see worker_name).
+_WORKER_NAME = re.compile(r"^(?P<host>[^\s:]+):(?P<pid>\d+)(?: slot (?P<slot>\d+) (?P<device>\S+))?$")
+
+
+def worker_name(pid: int | None = None, *, slot: int | None = None, device: str | None = None) -> str:
+    """
+    How a worker process names itself on the job it runs: VIDEOGEN_WORKER_HOST
+    and its pid identify it; its slot and device tell operators which GPU
+    made the video.
+    """
+    name = f"{settings.VIDEOGEN_WORKER_HOST}:{pid or os.getpid()}"
+    if slot is not None:
+        name += f" slot {slot} {device}"
+    return name
+
+
+def parse_worker_name(name: str) -> tuple[str, int] | None:
+    """(host, pid) of a worker name, or None for a name that is not one."""
+    match = _WORKER_NAME.match(name)
+    if match is None:
+        return None
+    return match["host"], int(match["pid"])
 
 
 def worker_is_gone(name: str) -> bool:
-    """True when the named worker ran on this host and its process no longer exists."""
-    host, _, pid = name.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """
+    True when the named worker ran on this host and its process no longer
+    exists. A worker on another host is never looked up here (its pid means
+    nothing on this one): only its heartbeat says whether it lives.
+    """
+    parsed = parse_worker_name(name)
+    if parsed is None or parsed[0] != settings.VIDEOGEN_WORKER_HOST:
         return False
     import psutil
 
     try:
-        process = psutil.Process(int(pid))
+        process = psutil.Process(parsed[1])
     except psutil.NoSuchProcess:
         return True
     # A zombie has died; its parent just has not collected it yet.
@@ -45,7 +68,7 @@ def lost_jobs():
     stale = timezone.now() - timedelta(seconds=settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
     running = VideoGenerationJob.objects.filter(status=Status.RUNNING)
     candidates = running.filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)) | running.filter(
-        worker__startswith=f"{socket.gethostname()}:"
+        worker__startswith=f"{settings.VIDEOGEN_WORKER_HOST}:"
     )
     for job in candidates.distinct().only("id", "user_id", "worker", "heartbeat_at", "attempts", "model_name"):
         if job.heartbeat_at is None or job.heartbeat_at < stale or worker_is_gone(job.worker):

@@ -1,7 +1,8 @@
 """
-A real `qcluster` process (django-q2, ORM broker) against the test database,
-for tests that need jobs to actually run: tests/test_cluster.py and the
-browser test. The `qcluster` fixture in tests/conftest.py starts one.
+A real `qcluster` process against the test database, for tests that need
+jobs to actually run: tests/test_cluster.py and the browser test. The
+`qcluster` fixture in tests/conftest.py starts one. Its broker is the test
+process's: the ORM broker, or Redis when REDIS_URL is set (CI's Redis leg).
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import connection
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
+from jobs.recovery import parse_worker_name
 
 TIMEOUT = 180
 
@@ -52,6 +54,9 @@ def running_qcluster(log_path: Path, media_root: Path, **extra_env: str) -> Iter
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
+        # The broker and queue the test enqueues to.
+        "REDIS_URL": settings.REDIS_URL,
+        "VIDEOGEN_QUEUE_NAME": settings.Q_CLUSTER["name"],
         "VIDEOGEN_MEDIA_ROOT": str(media_root),
         "VIDEOGEN_WORKERS": "1",
         "VIDEOGEN_QUEUE_POLL": "0.05",
@@ -109,3 +114,17 @@ def wait_for(condition, what: str, cluster: Cluster, timeout: float = 120):
             pytest.fail(f"qcluster exited while waiting for {what}:\n" + cluster.log[-4000:])
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}:\n" + cluster.log[-4000:])
+
+
+def running_worker_pid(job: VideoGenerationJob, cluster: Cluster, after_step: int = 1, not_pid: int | None = None) -> int:
+    """Wait until the job runs past after_step in a worker, and return that worker's pid."""
+
+    def check():
+        row = VideoGenerationJob.objects.get(pk=job.pk)
+        if row.status == Status.RUNNING and row.current_step >= after_step and row.worker:
+            pid = parse_worker_name(row.worker)[1]
+            if pid != not_pid:
+                return pid
+        return None
+
+    return wait_for(check, "the job to run", cluster)

@@ -4,6 +4,7 @@ from rest_framework.test import APIClient
 
 from generation.encoding import encode_mp4, write_poster
 from jobs.models import Status, VideoGenerationJob
+from tests.broker import empty_redis_queue  # noqa: F401 (an autouse fixture)
 from tests.cluster import running_qcluster
 
 # Small enough that a real tiny-random generation takes well under a second.

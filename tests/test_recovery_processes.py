@@ -13,7 +13,7 @@ import pytest
 
 from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_enqueue
-from tests.cluster import running_qcluster, wait_for, wait_until_finished
+from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,20 +25,6 @@ def submit(make_job, **fields) -> VideoGenerationJob:
     job = make_job(**{**LONG_JOB, **fields})
     job_enqueue(job)
     return job
-
-
-def running_worker_pid(job: VideoGenerationJob, cluster, after_step: int = 1, not_pid: int | None = None) -> int:
-    """Wait until the job runs past after_step in a worker, and return that worker's pid."""
-
-    def check():
-        row = VideoGenerationJob.objects.get(pk=job.pk)
-        if row.status == Status.RUNNING and row.current_step >= after_step and row.worker:
-            pid = int(row.worker.rpartition(":")[2])
-            if pid != not_pid:
-                return pid
-        return None
-
-    return wait_for(check, "the job to run", cluster)
 
 
 def test_a_job_whose_worker_is_killed_completes_on_its_second_attempt(make_job, tmp_path, media_root):

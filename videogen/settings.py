@@ -8,6 +8,7 @@ every variable.
 """
 
 import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -285,7 +286,6 @@ VIDEOGEN_MODELS_FILE = envstr("VIDEOGEN_MODELS_FILE", "")
 # "model=queue,...": jobs for these models go to their own django-q2 queue, so
 # a fleet can pin workers to models (start them with Q_CLUSTER_NAME=queue).
 VIDEOGEN_MODEL_QUEUES = envmap("VIDEOGEN_MODEL_QUEUES")
-VIDEOGEN_DEVICE = envstr("VIDEOGEN_DEVICE", "auto")
 # "auto": the spec's dtype on CUDA (bf16 falls back to fp16 where the GPU
 # lacks it), float32 on the CPU. Or force float32, float16, bfloat16.
 VIDEOGEN_DTYPE = envstr("VIDEOGEN_DTYPE", "auto")
@@ -300,7 +300,43 @@ VIDEOGEN_GPU_MEMORY_GB = envfloat("VIDEOGEN_GPU_MEMORY_GB", None)
 VIDEOGEN_PROGRESS_INTERVAL = envfloat("VIDEOGEN_PROGRESS_INTERVAL", 0.5)
 
 # --- Worker (django-q2) -------------------------------------------------------
-VIDEOGEN_WORKERS = envint("VIDEOGEN_WORKERS", 1, minimum=1)
+# The devices this qcluster serves, one worker process each: by default every
+# GPU the host shows (CUDA_VISIBLE_DEVICES when set), else the CPU. Found
+# without initialising CUDA, which the qcluster parent must never do.
+# VIDEOGEN_DEVICE (one device) is the older spelling, still honoured.
+def _devices() -> list[str]:
+    from generation.devices import default_devices
+
+    legacy = os.environ.get("VIDEOGEN_DEVICE", "")
+    if legacy and legacy != "auto":
+        return [legacy]
+    return default_devices()
+
+
+VIDEOGEN_DEVICES = envlist("VIDEOGEN_DEVICES", []) or _devices()
+VIDEOGEN_WORKERS = envint("VIDEOGEN_WORKERS", len(VIDEOGEN_DEVICES), minimum=1)
+
+
+def _slot_devices() -> list[str]:
+    from generation.devices import DeviceError, binding_for, slot_devices, visible_gpus
+
+    try:
+        devices = slot_devices(VIDEOGEN_DEVICES, VIDEOGEN_WORKERS)
+        for device in devices:
+            binding_for(device, visible_gpus())
+    except DeviceError as exc:
+        raise ImproperlyConfigured(f"VIDEOGEN_DEVICES / VIDEOGEN_WORKERS: {exc}")
+    return devices
+
+
+# Worker slot i owns VIDEOGEN_SLOT_DEVICES[i] (generation/worker.py).
+VIDEOGEN_SLOT_DEVICES = _slot_devices()
+# A worker is named host:pid (plus its slot and device) on the job it runs.
+# Its process is looked up only on its own host; elsewhere only its heartbeat
+# says it is alive. Give each host a distinct name.
+VIDEOGEN_WORKER_HOST = envstr("VIDEOGEN_WORKER_HOST", socket.gethostname())
+if any(char.isspace() or char == ":" for char in VIDEOGEN_WORKER_HOST):
+    raise ImproperlyConfigured(f"VIDEOGEN_WORKER_HOST must have no spaces or colons, got {VIDEOGEN_WORKER_HOST!r}")
 # torch threads per worker process: the cores divided among the workers, so
 # two workers on a 2-core box don't each start two threads and thrash.
 VIDEOGEN_TORCH_THREADS = envint(
@@ -319,6 +355,9 @@ VIDEOGEN_MAX_ATTEMPTS = envint("VIDEOGEN_MAX_ATTEMPTS", 2, minimum=1)
 # On SIGTERM a worker hands its job back at the next denoising step; past this
 # many seconds the job's process is killed and the job handed back anyway.
 VIDEOGEN_SHUTDOWN_TIMEOUT = envfloat("VIDEOGEN_SHUTDOWN_TIMEOUT", 30.0)
+# Seconds between reaps by the qcluster parent, which runs no jobs, so
+# recovery never waits for a worker to be free.
+VIDEOGEN_REAPER_INTERVAL = envfloat("VIDEOGEN_REAPER_INTERVAL", 30.0)
 
 Q_CLUSTER = {
     "name": envstr("VIDEOGEN_QUEUE_NAME", "videogen"),

@@ -1,0 +1,51 @@
+"""
+A cluster with a running job stops cleanly however the host stops it: SIGTERM
+to every process of the group (systemd's KillMode=control-group), SIGTERM to
+the parent only (docker), SIGINT to the whole foreground group (Ctrl-C).
+Each ends within VIDEOGEN_SHUTDOWN_TIMEOUT + 10 s with the job handed back,
+its attempt not counted. bench/stops.py does each 20 times.
+"""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from jobs.models import Status
+from jobs.services import job_cancel, job_enqueue
+from tests.cluster import running_qcluster, running_worker_pid
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 200}
+SHUTDOWN_TIMEOUT = 5
+WAYS = {
+    "sigterm to the process group": lambda pid: os.killpg(pid, signal.SIGTERM),
+    "sigterm to the parent only": lambda pid: os.kill(pid, signal.SIGTERM),
+    "sigint to the process group": lambda pid: os.killpg(pid, signal.SIGINT),
+}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_stopped_cluster_ends_in_time_and_hands_its_job_back(way, make_job, tmp_path, media_root):
+    for attempt in range(3):
+        job = make_job(**LONG_JOB)
+        log = tmp_path / f"q{attempt}.log"
+        with running_qcluster(log, media_root, VIDEOGEN_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT)) as cluster:
+            job_enqueue(job)
+            running_worker_pid(job, cluster, after_step=2)
+            WAYS[way](cluster.process.pid)
+            try:
+                cluster.process.wait(timeout=SHUTDOWN_TIMEOUT + 10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{way}: still running {SHUTDOWN_TIMEOUT + 10} s later (stop {attempt + 1}):\n"
+                            + cluster.log[-3000:])
+
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, ""), (way, attempt, cluster.log[-3000:])
+        # Nothing of the cluster is left behind.
+        with pytest.raises(ProcessLookupError):
+            os.killpg(cluster.process.pid, 0)
+        # So that the next cluster starts on its own job, not this one.
+        job_cancel(job)
