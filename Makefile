@@ -42,7 +42,7 @@ GUNICORN := $(VENV)/bin/gunicorn videogen.wsgi:application --bind 127.0.0.1:$(PO
 
 run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ with one worker. Ctrl-C stops both."
+	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ and a qcluster (one worker per device, VIDEOGEN_DEVICES). Ctrl-C stops both."
 	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
 	@$(PY) manage.py qcluster & worker=$$!; \
 	$(GUNICORN) & web=$$!; \
