@@ -102,6 +102,20 @@ class Cluster:
             self.process.wait()
 
 
+# A pure CPU-bound loop, the baseline for what the box itself gives two processes at this moment.
+SPIN = "import time; start = time.monotonic(); sum(i * i for i in range(6_000_000)); print(time.monotonic() - start)"
+
+
+def machine_parallelism() -> float:
+    """How many times more loops per second two processes get than one, right now (2.0 on two idle cores)."""
+    def run(count: int) -> float:
+        spins = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True)
+                 for _ in range(count)]
+        return count / max(float(spin.communicate()[0]) for spin in spins)
+
+    return run(2) / run(1)
+
+
 def throughput_round(args, data_dir: Path, workers: int, offset: int) -> tuple[float, float]:
     """Jobs per minute of a warm cluster with this many workers, and the median seconds one job took in it."""
     devices = ",".join(["cpu"] * workers)
@@ -187,9 +201,11 @@ def main() -> int:
     ok = True
     if args.only != "dispatch":
         per_workers: dict[int, list[float]] = {1: [], 2: []}
+        parallelism: list[float] = []
         job_seconds: dict[int, list[float]] = {1: [], 2: []}
         offset = 0
         for _ in range(args.rounds):
+            parallelism.append(machine_parallelism())
             for workers in (1, 2):
                 rate, seconds = throughput_round(args, data_dir, workers, offset)
                 offset += 100
@@ -203,6 +219,8 @@ def main() -> int:
             print(f"  {workers} worker(s), 1 torch thread each: median {statistics.median(per_workers[workers]):.1f}"
                   f" jobs/min (rounds: {rates}); a job takes {statistics.median(job_seconds[workers]):.2f} s")
         print(f"  2 workers / 1 worker: {two / one:.2f}x (goal >= 1.6x)")
+        print(f"  baseline, a CPU-bound loop in 2 processes / 1, before each round: "
+              f"{' '.join(f'{ratio:.2f}x' for ratio in parallelism)} (2.00x on two idle cores)")
         ok = ok and two / one >= 1.6
     if args.only != "throughput":
         print(f"dispatch, submit -> started, idle warm worker, {args.dispatch_jobs} jobs each, "
