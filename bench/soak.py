@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -58,8 +59,16 @@ def parse_args() -> argparse.Namespace:
 def request_json(url: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+    for attempt in range(10):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            # The API's answer while the database refuses connections (a
+            # shared server at max_connections): ask again, as a client would.
+            if error.code != 503 or attempt == 9:
+                raise
+            time.sleep(1)
 
 
 def children(pid: int) -> list[int]:
@@ -96,6 +105,9 @@ class Service:
             "VIDEOGEN_MAX_ATTEMPTS": "3",
             "VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER": str(args.jobs),
             "VIDEOGEN_QUEUE_POLL": "0.1",
+            # runserver serves each request in a new thread: persistent
+            # connections would pile up on PostgreSQL until it refuses more.
+            "VIDEOGEN_DB_CONN_MAX_AGE": "0",
             # Tasks prefetched by a killed cluster come back after this many seconds.
             "VIDEOGEN_QUEUE_RETRY": "20",
         }
@@ -224,11 +236,17 @@ def soak(args, rng: random.Random, data_dir: Path, bucket) -> None:
     videos = Counter(Path(name).name.split(".")[0].split("_")[0] for name in stored if name.startswith("videos/"))
     duplicates = sorted({job for job, count in completions.items() if count > 1}
                         | {job for job, count in videos.items() if count > 1})
-    # Exactly the video, poster and preview of each completed job, under the names a single run gives them.
-    expected = {f"{folder}/{job_id}.{ext}" for job_id, state in states.items() if state["status"] == "completed"
-                for folder, ext in [("videos", "mp4"), ("posters", "jpg"), ("previews", "webp")]}
-    orphans = sorted(set(stored) - expected)
-    missing = sorted(expected - set(stored))
+    # An orphan is an object no job points at. Every job in the database
+    # counts: with a DATABASE_URL that outlives runs, the reaper may finish an
+    # earlier run's leftover jobs here too.
+    from jobs.models import VideoGenerationJob
+
+    pointed_at = {name for row in VideoGenerationJob.objects.values_list("video", "poster", "preview")
+                  for name in row if name}
+    orphans = sorted(set(stored) - pointed_at)
+    # Each of this run's completed jobs has its three, under the names a single run gives them.
+    missing = sorted({f"{folder}/{job_id}.{ext}" for job_id, state in states.items() if state["status"] == "completed"
+                      for folder, ext in [("videos", "mp4"), ("posters", "jpg"), ("previews", "webp")]} - set(stored))
     statuses = Counter(state["status"] for state in states.values())
     failed_by_class = Counter(state["error_code"] for state in states.values() if state["status"] == "failed")
     stuck = [job_id for job_id, state in states.items() if state["status"] not in FINISHED]
