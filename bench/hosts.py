@@ -30,10 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.hosts import FAST_RECOVERY, ApiHost, WorkerHost, completions, expected_objects, worker_env  # noqa: E402
-
-FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "fps": 8}
-LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150, "fps": 8}
+from tests.hosts import (  # noqa: E402
+    FAST_RECOVERY, LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env,
+)
 FINISHED = {"completed", "failed", "cancelled"}
 
 
@@ -92,6 +91,8 @@ class Bench:
 
     def download(self, index: int) -> float:
         import requests
+
+        from tests.conftest import FAST_JOB
 
         b = self.host(WorkerHost, "host-b").start()
         started = time.monotonic()

@@ -33,6 +33,8 @@ FAST_RECOVERY = {
     "VIDEOGEN_HEARTBEAT_TIMEOUT": "10",
     "VIDEOGEN_REAPER_INTERVAL": "2",
 }
+# Several seconds of denoising on the tiny model: long enough to lose or stop its host mid-way.
+LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150, "fps": 8}
 COMPLETED_LINE = re.compile(r"job=([0-9a-f-]{36}) user_id=\S+ completed in")
 
 

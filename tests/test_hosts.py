@@ -17,8 +17,9 @@ from django.conf import settings
 from jobs.models import FINISHED, Status, VideoGenerationJob
 from jobs.recovery import parse_worker_name
 from tests.cluster import test_database_url
+from tests.conftest import FAST_JOB
 from tests.decode import decode_mp4
-from tests.hosts import ApiHost, WorkerHost, completions, expected_objects, worker_env
+from tests.hosts import LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env
 from tests.s3 import new_bucket, s3_server  # noqa: F401 (a fixture)
 
 pytestmark = [
@@ -30,9 +31,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "fps": 8}
-# Several seconds of denoising on the tiny model: long enough to lose its host mid-way.
-LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150, "fps": 8}
 # "Within about two minutes" of the host being lost, with the 10 s heartbeat timeout.
 RECOVERY_TIMEOUT = 120
 
