@@ -15,5 +15,5 @@ def generate_video(job_id: str | None = None, user_id: str | None = None) -> Non
     queued before the fair policy carry the same arguments and are read the
     same way: the job that runs is the one the policy picks.
     """
-    logger.info("job=%s user_id=%s wake-up received", job_id, user_id)
+    logger.info("job=%s user_id=%s task received: looking for work", job_id, user_id)
     job_run_next(worker_queue())
