@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min, Q, QuerySet
+from django.db.models import DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from jobs.models import Status, UserWeight, VideoGenerationJob
@@ -41,17 +42,20 @@ def pending_for(queue: str | None) -> QuerySet:
 
 
 def worker_time_used(now: datetime) -> dict[str, float]:
-    """Seconds of worker time each user used over the window (users with none are absent)."""
+    """Seconds of worker time each user used over the window (users with none are absent): one row per user."""
     since = now - timedelta(seconds=settings.VIDEOGEN_FAIR_WINDOW)
-    ran = VideoGenerationJob.objects.filter(started_at__isnull=False).filter(
-        Q(completed_at__gte=since) | Q(status=Status.RUNNING)
+    inside = ExpressionWrapper(
+        Coalesce(F("completed_at"), Value(now)) - Greatest(F("started_at"), Value(since)),
+        output_field=DurationField(),
     )
-    used: dict[str, float] = {}
-    for user_id, started_at, completed_at in ran.values_list("user_id", "started_at", "completed_at").order_by():
-        seconds = ((completed_at or now) - max(started_at, since)).total_seconds()
-        if seconds > 0:
-            used[user_id] = used.get(user_id, 0.0) + seconds
-    return used
+    used = (
+        VideoGenerationJob.objects.filter(started_at__isnull=False)
+        .filter(Q(completed_at__gte=since) | Q(status=Status.RUNNING))
+        .order_by()
+        .values_list("user_id")
+        .annotate(used=Sum(inside))
+    )
+    return {user_id: total.total_seconds() for user_id, total in used if total and total.total_seconds() > 0}
 
 
 def user_weights() -> dict[str, float]:
