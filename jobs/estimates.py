@@ -101,7 +101,7 @@ def model_history(model_name: str) -> History:
     return history
 
 
-def estimated_duration(job) -> float | None:
+def estimated_duration(job: VideoGenerationJob) -> float | None:
     rate = model_history(job.model_name).seconds_per_unit
     return None if rate is None else rate * work_units(job)
 
@@ -136,9 +136,8 @@ class Snapshot:
 _snapshots: dict[str | None, Snapshot] = {}
 _snapshot_lock = threading.Lock()
 
-PENDING_FIELDS = ("id", "user_id", "model_name", "num_frames", "width", "height", "num_inference_steps",
-                  "submitted_at")
-RUNNING_FIELDS = PENDING_FIELDS + ("status", "started_at", "current_step", "first_step_at", "stepped_at")
+RUNNING_FIELDS = ("id", "user_id", "model_name", "num_frames", "width", "height", "num_inference_steps",
+                  "status", "started_at", "current_step", "first_step_at", "stepped_at")
 
 
 def take_snapshot(queue: str | None) -> Snapshot:
@@ -146,33 +145,41 @@ def take_snapshot(queue: str | None) -> Snapshot:
     Play the fair policy forward over a queue's pending jobs: each user's
     weighted worker time grows by the estimated duration of each job they
     are given, as it will when the jobs run. Starts: the live workers (or
-    the running jobs, if more) each take the next job when free.
+    the running jobs, if more) each take the next job when free. Plain
+    tuples, not model instances: this is the one place that reads the
+    whole queue.
     """
     now = timezone.now()
-    pending = list(pending_for(queue).order_by("submitted_at", "id").only(*PENDING_FIELDS))
+    pending = pending_for(queue).order_by("submitted_at", "id").values_list(
+        "id", "user_id", "model_name", "submitted_at", "num_frames", "width", "height", "num_inference_steps"
+    )
+    rates: dict[str, float | None] = {}
     by_user: dict[str, deque] = {}
-    for job in pending:
-        by_user.setdefault(job.user_id, deque()).append(job)
+    durations: dict[UUID, float | None] = {}
+    for job_id, user_id, model_name, submitted_at, frames, width, height, steps in pending:
+        if model_name not in rates:
+            rates[model_name] = model_history(model_name).seconds_per_unit
+        rate = rates[model_name]
+        durations[job_id] = None if rate is None else rate * frames * width * height * steps
+        by_user.setdefault(user_id, deque()).append((job_id, submitted_at))
     used, weights = worker_time_used(now), user_weights()
     # Without history a job counts as the median of those known, so the order
     # is still the policy's; only the times are then withheld.
-    durations = {job.id: estimated_duration(job) for job in pending}
     known = [d for d in durations.values() if d is not None]
     fallback = statistics.median(known) if known else 1.0
 
     heap = []
     for user, jobs in by_user.items():
-        weight = weights.get(user, 1.0)
-        heapq.heappush(heap, (*fair_key(used.get(user, 0.0), weight, jobs[0].submitted_at), user))
+        heapq.heappush(heap, (*fair_key(used.get(user, 0.0), weights.get(user, 1.0), jobs[0][1]), user))
     order = []
     while heap:
         share, _, user = heapq.heappop(heap)
         jobs = by_user[user]
-        job = jobs.popleft()
-        order.append(job)
+        job_id, _ = jobs.popleft()
+        order.append(job_id)
         if jobs:
-            spent = durations[job.id] if durations[job.id] is not None else fallback
-            heapq.heappush(heap, (share + spent / weights.get(user, 1.0), jobs[0].submitted_at, user))
+            spent = durations[job_id] if durations[job_id] is not None else fallback
+            heapq.heappush(heap, (share + spent / weights.get(user, 1.0), jobs[0][1], user))
 
     running = list(VideoGenerationJob.objects.filter(status=Status.RUNNING).filter(served_by(queue))
                    .only(*RUNNING_FIELDS))
@@ -191,17 +198,17 @@ def take_snapshot(queue: str | None) -> Snapshot:
             heapq.heapify(free)
 
     snapshot = Snapshot(now, time.monotonic())
-    for position, job in enumerate(order, start=1):
+    for position, job_id in enumerate(order, start=1):
         start = None
         if free is not None:
             wait = heapq.heappop(free)
             start = now + timedelta(seconds=wait)
-            if durations[job.id] is None:
+            if durations[job_id] is None:
                 # Unknown from here on: what follows would be a guess.
                 free = None
             else:
-                heapq.heappush(free, wait + durations[job.id])
-        snapshot.standing[job.id] = (position, start)
+                heapq.heappush(free, wait + durations[job_id])
+        snapshot.standing[job_id] = (position, start)
     return snapshot
 
 

@@ -42,20 +42,24 @@ def pending_for(queue: str | None) -> QuerySet:
 
 
 def worker_time_used(now: datetime) -> dict[str, float]:
-    """Seconds of worker time each user used over the window (users with none are absent): one row per user."""
+    """Seconds of worker time each user used over the window (users with none are absent)."""
+    return {user_id: total.total_seconds() for user_id, total in worker_time_query(now) if total and total.total_seconds() > 0}
+
+
+def worker_time_query(now: datetime) -> QuerySet:
+    """(user_id, worker time in the window) rows: one per user, summed in the database."""
     since = now - timedelta(seconds=settings.VIDEOGEN_FAIR_WINDOW)
     inside = ExpressionWrapper(
         Coalesce(F("completed_at"), Value(now)) - Greatest(F("started_at"), Value(since)),
         output_field=DurationField(),
     )
-    used = (
+    return (
         VideoGenerationJob.objects.filter(started_at__isnull=False)
         .filter(Q(completed_at__gte=since) | Q(status=Status.RUNNING))
         .order_by()
         .values_list("user_id")
         .annotate(used=Sum(inside))
     )
-    return {user_id: total.total_seconds() for user_id, total in used if total and total.total_seconds() > 0}
 
 
 def user_weights() -> dict[str, float]:
