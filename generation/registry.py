@@ -415,3 +415,14 @@ def served_models() -> dict[str, ModelSpec]:
 def queue_for_model(name: str) -> str | None:
     """The django-q2 queue for a model's jobs, when VIDEOGEN_MODEL_QUEUES pins it; None for the default queue."""
     return settings.VIDEOGEN_MODEL_QUEUES.get(name)
+
+
+def queue_timeout(queue: str | None) -> int:
+    """
+    The django-q2 timeout of a wake-up sent to a queue: the longest of its
+    models' (the worker does not know which job it will claim; it then holds
+    the job to that job's own, see generation.worker.limit_task_time).
+    """
+    pinned = settings.VIDEOGEN_MODEL_QUEUES
+    models = [name for name in settings.VIDEOGEN_MODELS if pinned.get(name) == queue] or [settings.VIDEOGEN_DEFAULT_MODEL]
+    return max(job_timeout(name) for name in models)

@@ -28,10 +28,12 @@ from generation.pipelines import (
     describe_run,
     generate_frames,
 )
-from generation.registry import UnknownModel, get_spec
-from generation.worker import current_slot, shutdown_requested
+from generation.registry import UnknownModel, get_spec, job_timeout
+from generation.worker import current_slot, limit_task_time, shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.queue import job_claim_next, pending_for
 from jobs.recovery import worker_name
+from jobs.services import wake_up
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +69,16 @@ class ProgressWriter:
         # The first and last steps are always written, the rest at most once per interval.
         if step < total and self.last_write is not None and now - self.last_write < self.interval:
             return True
+        first = self.last_write is None
         self.last_write = now
+        written_at = timezone.now()
+        # The times of the first step and of this one give the job's own
+        # step rate, for its estimated completion (jobs/estimates.py).
+        times = {"first_step_at": written_at} if first else {}
         try:
             return self.job.set_progress(
-                step * DENOISE_SHARE // total, current_step=step, heartbeat_at=timezone.now()
+                step * DENOISE_SHARE // total, current_step=step, heartbeat_at=written_at, stepped_at=written_at,
+                **times,
             )
         except DatabaseError:
             # A database blip must not throw away minutes of GPU work: keep
@@ -155,24 +163,18 @@ def load_options() -> LoadOptions:
     )
 
 
-def job_run(job: VideoGenerationJob) -> None:
+def job_run_next(queue: str | None) -> VideoGenerationJob | None:
+    """
+    Claim the next job this worker's queue serves, by the fair policy
+    (jobs/queue.py), and run it; None when nothing was pending. A job
+    cancelled while it waited is never claimed, so it costs nothing.
+    """
+    job = job_claim_next(queue=queue, worker=worker_name(slot=current_slot().index, device=current_slot().device))
+    if job is None:
+        logger.info("woken up on queue %s: nothing pending", queue or "default")
+        return None
     log = JobLog(logger, {"job_id": job.id, "user_id": job.user_id})
-    # The claim. A duplicate delivery, or a job cancelled while it waited,
-    # finds the row no longer pending and leaves.
-    claimed = job.transition(
-        Status.RUNNING,
-        from_={Status.PENDING},
-        started_at=timezone.now(),
-        heartbeat_at=timezone.now(),
-        worker=worker_name(slot=current_slot().index, device=current_slot().device),
-        progress=0,
-        current_step=0,
-    )
-    if not claimed:
-        job.refresh_from_db(fields=["status"])
-        log.info("not pending but %s: nothing to do", job.status)
-        return
-
+    limit_task_time(job_timeout(job.model_name))
     log.info(
         "running %s: %d frames %dx%d, %d steps, seed %s, attempt %d",
         job.model_name, job.num_frames, job.width, job.height, job.num_inference_steps, job.seed, job.attempts,
@@ -180,6 +182,15 @@ def job_run(job: VideoGenerationJob) -> None:
     started = time.monotonic()
     with Heartbeat(job, settings.VIDEOGEN_HEARTBEAT_INTERVAL):
         _run_claimed(job, log, started)
+    # Look again before returning: more work means another wake-up, so one
+    # wake-up drains the queue. A new task rather than a loop here, because
+    # django-q2's timeout is per task and each job gets its own.
+    try:
+        if pending_for(queue).exists():
+            wake_up(queue)
+    except Exception:
+        logger.warning("could not send the next wake-up; the reaper will", exc_info=True)
+    return job
 
 
 def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:

@@ -1,17 +1,19 @@
-"""The django-q2 entry point: fetch the job, hand it to the service."""
+"""The django-q2 entry point: a wake-up; the service claims and runs the next job."""
 
 import logging
 
-from generation.services import job_run
-from jobs.models import VideoGenerationJob
+from generation.services import job_run_next
+from generation.worker import worker_queue
 
 logger = logging.getLogger(__name__)
 
 
-def generate_video(job_id: str, user_id: str | None = None) -> None:
-    logger.info("job=%s user_id=%s task received", job_id, user_id)
-    job = VideoGenerationJob.objects.filter(pk=job_id).first()
-    if job is None:
-        logger.warning("job=%s user_id=%s no such job: nothing to do", job_id, user_id)
-        return
-    job_run(job)
+def generate_video(job_id: str | None = None, user_id: str | None = None) -> None:
+    """
+    "A worker should look for work" on this worker's queue. job_id and
+    user_id name the job whose submit sent the wake-up (for the log); tasks
+    queued before the fair policy carry the same arguments and are read the
+    same way: the job that runs is the one the policy picks.
+    """
+    logger.info("job=%s user_id=%s task received: looking for work", job_id, user_id)
+    job_run_next(worker_queue())

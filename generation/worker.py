@@ -53,6 +53,30 @@ def take_slot(cluster_pid: int) -> Slot:
     _slot = Slot(_claim.slot, device, bind_device(device))
     return _slot
 
+def worker_queue() -> str | None:
+    """
+    The queue this process's cluster serves: None for the default one, else
+    the VIDEOGEN_MODEL_QUEUES queue it was started on (Q_CLUSTER_NAME).
+    """
+    from django_q.conf import Conf
+
+    return None if Conf.CLUSTER_NAME == Conf.PREFIX else Conf.CLUSTER_NAME
+
+
+def limit_task_time(seconds: int) -> None:
+    """
+    Hold the running task to a job's own timeout. django-q2 armed SIGALRM for
+    the wake-up's, the longest of its queue's models (the task did not know
+    which job it would claim); a model that allows less gets less. Outside a
+    django-q2 task (no handler installed, no alarm armed) it does nothing.
+    """
+    if signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return
+    remaining = signal.alarm(0)
+    if remaining:
+        signal.alarm(min(seconds, remaining))
+
+
 # Sent by our qcluster to the workers that are running a job when the cluster
 # is asked to stop (see generation/management/commands/qcluster.py).
 SHUTDOWN_SIGNAL = signal.SIGUSR1

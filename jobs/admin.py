@@ -22,7 +22,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator, capfirst
 
 from generation.registry import registry
-from jobs.models import Status, VideoGenerationJob
+from jobs.estimates import queue_standing
+from jobs.models import Status, UserWeight, VideoGenerationJob
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
 
 # Counting stops here: past it a list says "more than 10,000" instead of
@@ -241,6 +242,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
         "user_id",
         "status_badge",
         "progress_bar",
+        "queue_position",
         "model_name",
         "prompt_excerpt",
         "submitted_at",
@@ -327,6 +329,12 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     @admin.display(description="prompt")
     def prompt_excerpt(self, job: VideoGenerationJob) -> str:
         return Truncator(job.prompt).chars(PROMPT_EXCERPT_CHARS)
+
+    @admin.display(description="queue")
+    def queue_position(self, job: VideoGenerationJob) -> str:
+        # From the per-process snapshot (jobs/estimates.py): no query per row.
+        position, _ = queue_standing(job)
+        return "-" if position is None else f"#{position}"
 
     @admin.display(description="run time")
     def run_time(self, job: VideoGenerationJob) -> str:
@@ -432,3 +440,12 @@ def format_duration(duration: datetime.timedelta) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+@admin.register(UserWeight)
+class UserWeightAdmin(admin.ModelAdmin):
+    """Fair-share weights (jobs/queue.py): weight 2 gets twice the worker time; unlisted users weigh 1."""
+
+    list_display = ["user_id", "weight", "note"]
+    list_editable = ["weight", "note"]
+    search_fields = ["user_id__exact"]

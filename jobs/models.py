@@ -1,5 +1,6 @@
 import uuid
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -95,6 +96,10 @@ class VideoGenerationJob(models.Model):
     submitted_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When the first denoising step was reported, and the step in
+    # current_step: a running job's own step rate (jobs/estimates.py).
+    first_step_at = models.DateTimeField(null=True, blank=True)
+    stepped_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -127,6 +132,20 @@ class VideoGenerationJob(models.Model):
             models.Index(fields=["user_id", "submitted_at"], name="job_user_submitted_idx"),
             models.Index(fields=["model_name", "submitted_at"], name="job_model_submitted_idx"),
             models.Index(fields=["error_code", "submitted_at"], name="job_error_submitted_idx"),
+            # The fair claim (jobs/queue.py): the users waiting, and each
+            # one's oldest pending job. Partial, so it holds only the queue;
+            # model_name makes the users' scan index-only.
+            models.Index(
+                fields=["user_id", "submitted_at", "model_name"],
+                name="job_pending_claim_idx",
+                condition=models.Q(status="pending"),
+            ),
+            # Worker time used over VIDEOGEN_FAIR_WINDOW: jobs that ran, by when they ended.
+            models.Index(
+                fields=["completed_at"],
+                name="job_ran_completed_idx",
+                condition=models.Q(started_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -182,3 +201,37 @@ class VideoGenerationJob(models.Model):
     @property
     def video_filename(self) -> str:
         return f"{self.id}.mp4"
+
+
+class UserWeight(models.Model):
+    """
+    An operator's share for one user under the fair policy: weight 2 gets
+    twice the worker time of weight 1. Users not listed weigh 1.
+    """
+
+    user_id = models.CharField(max_length=100, unique=True)
+    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(1000)])
+    note = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        db_table = "video_generation_user_weights"
+        ordering = ["user_id"]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} × {self.weight:g}"
+
+
+class ClusterBeat(models.Model):
+    """
+    A live qcluster, refreshed by its parent's reaper thread: how many worker
+    processes serve which queue. The estimates count live workers from these.
+    """
+
+    name = models.CharField(max_length=200, primary_key=True)
+    # "" for the default queue, else a VIDEOGEN_MODEL_QUEUES queue.
+    queue = models.CharField(max_length=100, blank=True, default="")
+    workers = models.PositiveSmallIntegerField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "video_generation_cluster_beats"

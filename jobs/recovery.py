@@ -117,58 +117,44 @@ def job_recover(job: VideoGenerationJob) -> str | None:
     return "requeued"
 
 
-def queued_job_ids(broker) -> set[str]:
-    """The job ids of the generate_video tasks waiting in a broker queue (ORM or Redis)."""
-    from django_q.signing import BadSignature, SignedPackage
-
-    if hasattr(broker.connection, "lrange"):
-        payloads = broker.connection.lrange(broker.list_key, 0, -1)
-    else:
-        # Locked rows too: a task prefetched by a cluster that died comes
-        # back by itself once its lock expires (VIDEOGEN_QUEUE_RETRY).
-        payloads = broker.get_connection().filter(key=broker.list_key).values_list("payload", flat=True)
-    ids = set()
-    for payload in payloads:
-        try:
-            task = SignedPackage.loads(payload)
-        except (BadSignature, TypeError, ValueError):
-            continue
-        if str(task.get("func", "")).endswith("generate_video") and task.get("args"):
-            ids.add(str(task["args"][0]))
-    return ids
+# Pending work this old with no wake-up waiting in its queue gets one: a
+# worker claims what it can within moments of a wake-up.
+WAKE_UP_SETTLE = 5.0
 
 
 def requeue_orphaned_pending_jobs() -> int:
     """
-    Pending jobs whose task is in no queue: popped from Redis by a cluster
-    that then died, or lost with a broker that restarted empty. Queued again;
-    the claim makes a second copy harmless if the first one still shows up.
+    Top up lost wake-ups: for each queue with pending work that has waited
+    WAKE_UP_SETTLE seconds and no wake-up waiting in the broker (one popped
+    from Redis by a cluster that then died, lost with a broker restarted
+    empty), send one. Any wake-up drains the queue, so one is enough; a
+    spare one finds nothing and returns. Returns how many were sent.
     """
     from django_q.brokers import get_broker
 
     from generation.registry import queue_for_model
     from jobs.services import job_enqueue
 
-    settle = timezone.now() - timedelta(seconds=settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
+    settle = timezone.now() - timedelta(seconds=WAKE_UP_SETTLE)
     # NULL: rows from before queued_at existed (or whose enqueue never ran).
-    waiting = list(
+    waiting = (
         VideoGenerationJob.objects.filter(status=Status.PENDING)
         .filter(Q(queued_at__lt=settle) | Q(queued_at__isnull=True, submitted_at__lt=settle))
-        .only("id", "user_id", "model_name")
+        .order_by("submitted_at")
     )
-    if not waiting:
-        return 0
-    queued: dict[str | None, set[str]] = {}
-    requeued = 0
-    for job in waiting:
-        queue = queue_for_model(job.model_name)
-        if queue not in queued:
-            queued[queue] = queued_job_ids(get_broker(queue))
-        if str(job.id) not in queued[queue]:
-            logger.warning("job=%s user_id=%s pending but in no queue: queued again", job.id, job.user_id)
+    oldest_by_queue: dict[str | None, VideoGenerationJob] = {}
+    for model_name in waiting.order_by().values_list("model_name", flat=True).distinct():
+        queue = queue_for_model(model_name)
+        job = waiting.filter(model_name=model_name).only("id", "user_id", "model_name", "submitted_at").first()
+        if job is not None and (queue not in oldest_by_queue or job.submitted_at < oldest_by_queue[queue].submitted_at):
+            oldest_by_queue[queue] = job
+    sent = 0
+    for queue, job in oldest_by_queue.items():
+        if get_broker(queue).queue_size() == 0:
+            logger.warning("queue %s has pending work and no wake-up waiting: sent one", queue or "default")
             job_enqueue(job)
-            requeued += 1
-    return requeued
+            sent += 1
+    return sent
 
 
 def reap_lost_jobs() -> dict[str, int]:

@@ -3,14 +3,17 @@ Request and response shapes. Every response is a superset of the original
 FastAPI service's (api/schemas.py there), so its clients keep working.
 """
 
+import datetime
 import re
 import unicodedata
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from generation.registry import served_models
+from jobs.estimates import estimated_completion_at, queue_standing
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 
 # The original API's bounds; a model's own bounds may be tighter.
@@ -245,6 +248,39 @@ class JobSerializer(serializers.ModelSerializer):
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+
+class JobStatusSerializer(JobSerializer):
+    """GET /job: the job, and where it stands (jobs/estimates.py); null when finished or unknown."""
+
+    queue_position = serializers.SerializerMethodField()
+    estimated_start_at = serializers.SerializerMethodField()
+    estimated_completion_at = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "queue_position", "estimated_start_at", "estimated_completion_at"]
+        read_only_fields = fields
+
+    def _standing(self, job: VideoGenerationJob) -> tuple[int | None, datetime.datetime | None]:
+        if not hasattr(job, "_standing"):
+            job._standing = queue_standing(job)
+        return job._standing
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=1))
+    def get_queue_position(self, job: VideoGenerationJob) -> int | None:
+        return self._standing(job)[0]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_estimated_start_at(self, job: VideoGenerationJob) -> str | None:
+        return _datetime(self._standing(job)[1])
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_estimated_completion_at(self, job: VideoGenerationJob) -> str | None:
+        return _datetime(estimated_completion_at(job))
+
+
+def _datetime(value: datetime.datetime | None) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)
 
 
 class SubmissionSerializer(JobSerializer):

@@ -132,24 +132,15 @@ def _job_for_key(user_id: str, key: str) -> VideoGenerationJob | None:
 
 def job_enqueue(job: VideoGenerationJob) -> None:
     """
-    Hand the job to django-q2. If the broker refuses, the job fails with the
-    reason instead of waiting forever for a task that was never queued.
+    Wake a worker of the job's queue: the job waits in the jobs table, and
+    the worker claims whichever job the fair policy picks (jobs/queue.py).
+    If the broker refuses, the job fails with the reason instead of waiting
+    forever for a wake-up that was never sent.
     """
-    from django_q.tasks import async_task
-
-    from generation.registry import job_timeout, queue_for_model
+    from generation.registry import queue_for_model
 
     try:
-        async_task(
-            "generation.tasks.generate_video",
-            str(job.id),
-            job.user_id,
-            task_name=f"generate_video {job.id}",
-            # None: the default queue. A pinned model's jobs wait in its own
-            # queue for the workers started on it.
-            cluster=queue_for_model(job.model_name),
-            timeout=job_timeout(job.model_name),
-        )
+        wake_up(queue_for_model(job.model_name), job=job)
     except Exception as exc:
         logger.exception("job=%s user_id=%s could not be queued", job.id, job.user_id)
         job.transition(
@@ -161,6 +152,26 @@ def job_enqueue(job: VideoGenerationJob) -> None:
     else:
         VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
         logger.info("job=%s user_id=%s queued on model %s", job.id, job.user_id, job.model_name)
+
+
+def wake_up(queue: str | None, *, job: VideoGenerationJob | None = None) -> None:
+    """
+    Send one "look for work" task to a queue (None: the default one). The
+    job that prompted it rides along for the worker's log, in the arguments
+    tasks had before the fair policy, so both kinds read the same.
+    """
+    from django_q.tasks import async_task
+
+    from generation.registry import queue_timeout
+
+    args = (str(job.id), job.user_id) if job is not None else ()
+    async_task(
+        "generation.tasks.generate_video",
+        *args,
+        task_name=f"generate_video {job.id}" if job is not None else "generate_video",
+        cluster=queue,
+        timeout=queue_timeout(queue),
+    )
 
 
 def job_cancel(job: VideoGenerationJob) -> bool:

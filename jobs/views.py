@@ -24,6 +24,7 @@ from jobs.serializers import (
     USER_ID_MAX_LENGTH,
     GenerationRequest,
     JobSerializer,
+    JobStatusSerializer,
     SubmissionSerializer,
     VideoInfo,
     has_control_characters,
@@ -207,11 +208,11 @@ class JobView(APIView):
     @extend_schema(
         operation_id="job_status",
         parameters=[schema.USER_ID],
-        responses={200: JobSerializer, **schema.COMMON_ERRORS},
+        responses={200: JobStatusSerializer, **schema.COMMON_ERRORS},
     )
     def get(self, request, job_id):
         job = get_visible_job(request, job_id)
-        return Response(JobSerializer(job, context={"request": request}).data)
+        return Response(JobStatusSerializer(job, context={"request": request}).data)
 
 
 class VideoCursorPagination(CursorPagination):

@@ -358,6 +358,9 @@ VIDEOGEN_SHUTDOWN_TIMEOUT = envfloat("VIDEOGEN_SHUTDOWN_TIMEOUT", 30.0)
 # Seconds between reaps by the qcluster parent, which runs no jobs, so
 # recovery never waits for a worker to be free.
 VIDEOGEN_REAPER_INTERVAL = envfloat("VIDEOGEN_REAPER_INTERVAL", 30.0)
+# Fair share (jobs/queue.py): a free worker serves the user who used the
+# least worker time over this many seconds, divided by their weight.
+VIDEOGEN_FAIR_WINDOW = envint("VIDEOGEN_FAIR_WINDOW", 3600, minimum=1)
 
 Q_CLUSTER = {
     "name": envstr("VIDEOGEN_QUEUE_NAME", "videogen"),

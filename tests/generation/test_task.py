@@ -81,11 +81,13 @@ def test_a_cancelled_job_is_not_run(make_job):
     assert (job.status, job.started_at) == (Status.CANCELLED, None)
 
 
-def test_a_missing_job_is_logged_and_skipped(db, caplog):
+def test_a_wake_up_for_a_missing_job_with_nothing_pending_is_logged_and_does_nothing(db, caplog):
+    # Tasks name the job whose submit sent them, but only wake a worker up.
     with caplog.at_level(logging.INFO):
         generate_video("00000000-0000-0000-0000-000000000000", "alice")
 
-    assert "no such job" in caplog.text
+    assert "nothing pending" in caplog.text
+    assert not VideoGenerationJob.objects.exists()
 
 
 def test_a_model_that_cannot_load_fails_the_job_with_a_readable_reason(make_job, monkeypatch, tmp_path):

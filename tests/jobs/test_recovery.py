@@ -142,23 +142,27 @@ def test_a_job_queued_moments_ago_is_left_alone(make_job):
     assert requeue_orphaned_pending_jobs() == 0
 
 
-def test_tasks_waiting_in_redis_are_found(make_job):
+def test_on_redis_a_queue_with_a_wake_up_waiting_gets_no_other_and_an_empty_one_gets_one(make_job, monkeypatch):
     import redis
     from django_q.brokers.redis_broker import Redis
     from django_q.signing import SignedPackage
 
-    from jobs.recovery import queued_job_ids
+    from jobs.recovery import requeue_orphaned_pending_jobs
 
     broker = Redis(list_key=f"videogen-test-{timezone.now().timestamp()}")
+    # Database 5: the one this project's tests may use on a shared server.
+    broker.connection = redis.Redis.from_url("redis://127.0.0.1:6379/5")
     try:
         broker.connection.ping()
     except redis.exceptions.ConnectionError:
         pytest.skip("no Redis server on 127.0.0.1:6379")
-    job = make_job()
+    monkeypatch.setattr("django_q.brokers.get_broker", lambda list_key=None: broker)
+    make_job(status=Status.PENDING, queued_at=stale())
     try:
-        broker.enqueue(SignedPackage.dumps({"func": "generation.tasks.generate_video", "args": (str(job.id), "alice")}))
-        broker.enqueue(SignedPackage.dumps({"func": "jobs.tasks.recover_lost_jobs", "args": ()}))
+        broker.enqueue(SignedPackage.dumps({"func": "generation.tasks.generate_video", "args": ()}))
+        assert requeue_orphaned_pending_jobs() == 0
 
-        assert queued_job_ids(broker) == {str(job.id)}
+        broker.delete_queue()
+        assert requeue_orphaned_pending_jobs() == 1
     finally:
         broker.delete_queue()

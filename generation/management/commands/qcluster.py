@@ -32,7 +32,8 @@ from django_q.cluster import Cluster, Sentinel, get_mp_context
 from django_q.management.commands.qcluster import Command as DjangoQClusterCommand
 
 from generation.devices import slot_directory
-from generation.worker import SHUTDOWN_SIGNAL
+from generation.worker import SHUTDOWN_SIGNAL, worker_queue
+from jobs.estimates import cluster_beat, cluster_gone
 from jobs.models import Status, VideoGenerationJob
 from jobs.recovery import parse_worker_name
 
@@ -168,7 +169,9 @@ class Reaper(threading.Thread):
         from jobs.recovery import reap_lost_jobs
 
         # Several hosts' reapers may run at once: recovery is a conditional update, so one wins.
+        self.beat()
         while not self.stopped.wait(self.interval):
+            self.beat()
             try:
                 counts = reap_lost_jobs()
             except Exception:
@@ -179,7 +182,23 @@ class Reaper(threading.Thread):
                 connection.close_if_unusable_or_obsolete()
             if any(counts.values()):
                 logger.info("reaper recovered lost jobs: %s", counts)
+        try:
+            cluster_gone(cluster_beat_name())
+        except Exception:
+            logger.warning("could not remove this cluster's beat", exc_info=True)
         connection.close()
+
+    def beat(self) -> None:
+        """This cluster's workers, for the estimates' count of live workers (jobs/estimates.py)."""
+        try:
+            cluster_beat(cluster_beat_name(), worker_queue(), settings.VIDEOGEN_WORKERS)
+        except Exception:
+            logger.warning("could not record this cluster's beat", exc_info=True)
+            connection.close()
+
+
+def cluster_beat_name() -> str:
+    return f"{settings.VIDEOGEN_WORKER_HOST}:{os.getpid()}"
 
 
 class Command(DjangoQClusterCommand):
@@ -200,3 +219,4 @@ class Command(DjangoQClusterCommand):
         while cluster.sentinel.is_alive():
             cluster.sentinel.join(1)
         reaper.stopped.set()
+        reaper.join(5)
