@@ -11,12 +11,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from generation.registry import served_models
 from jobs import schema
+from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
 from jobs.http import DATABASE_DOWN, file_response, json_error
 from jobs.models import Status, VideoGenerationJob
@@ -41,7 +43,6 @@ logger = logging.getLogger(__name__)
 # Counting is bounded so the unfiltered list stays fast on a huge table; past
 # this, `total` is the cap and `total_is_exact` is false.
 TOTAL_COUNT_CAP = 10_000
-NO_SUCH_JOB = "No such job."
 
 
 def api_exception_handler(exc, context):
@@ -83,11 +84,14 @@ def check_query_params(request, allowed: frozenset[str]) -> None:
             raise exceptions.ValidationError({name: [f"{name} must be given at most once."]})
 
 
-def requested_user_id(request, *, allowed: frozenset[str] = USER_ID_PARAMS, body: bool = False) -> str | None:
+def requested_user_id(
+    request, *, allowed: frozenset[str] = USER_ID_PARAMS, body: bool = False, scoped: bool = True
+) -> str | None:
     """
     The optional user_id filter, stripped like the one given at submit. It
     is taken from the query string and, where `body` (cancel, a POST), also
-    from a JSON body; given in both, they must agree.
+    from a JSON body; given in both, they must agree. With an API key
+    (`scoped`), the user_id the key may act as (jobs.auth.scoped_user_id).
     """
     check_query_params(request, allowed)
     candidates = []
@@ -108,7 +112,8 @@ def requested_user_id(request, *, allowed: frozenset[str] = USER_ID_PARAMS, body
         raise exceptions.ValidationError(
             {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
         )
-    return candidates[0] if candidates else None
+    given = candidates[0] if candidates else None
+    return scoped_user_id(request, given) if scoped else given
 
 
 def _clean_user_id(raw: str) -> str:
@@ -150,6 +155,8 @@ def idempotency_key(request) -> str | None:
 
 
 class GenerateView(APIView):
+    throttle_kind = "submit"
+
     @extend_schema(
         operation_id="generate",
         request=GenerationRequest,
@@ -164,10 +171,13 @@ class GenerateView(APIView):
     )
     def post(self, request):
         key = idempotency_key(request)
-        query_user_id = requested_user_id(request)
-        serializer = GenerationRequest(data=request.data)
+        query_user_id = requested_user_id(request, scoped=False)
+        if query_user_id is not None:
+            check_submit_user(request, query_user_id)
+        serializer = GenerationRequest(data=submit_user_id(request, request.data))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        check_submit_user(request, data["user_id"])
         if query_user_id is not None and query_user_id != data["user_id"]:
             raise exceptions.ValidationError(
                 {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
@@ -430,6 +440,11 @@ class ModelsView(APIView):
 
 
 class HealthView(APIView):
+    # Load balancers and orchestrators probe it: no key, no rate limit.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_kind = None
+
     @extend_schema(
         operation_id="health",
         responses={200: schema.HealthSerializer, 503: schema.HealthSerializer, **schema.COMMON_ERRORS},
