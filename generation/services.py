@@ -32,6 +32,7 @@ from generation.registry import UnknownModel, get_spec
 from generation.worker import current_slot, shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.recovery import worker_name
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,11 @@ MAX_ERROR_LENGTH = 2000
 
 
 class JobLog(logging.LoggerAdapter):
-    """Every log line of a generation carries job_id and user_id."""
+    """Every log line of a generation carries the job's fields (videogen/logformat.py renders them)."""
 
     def process(self, msg, kwargs):
-        return f"job={self.extra['job_id']} user_id={self.extra['user_id']} {msg}", kwargs
+        kwargs["extra"] = {**log_fields(self.extra["job"]), **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 class ProgressWriter:
@@ -75,7 +77,7 @@ class ProgressWriter:
         except DatabaseError:
             # A database blip must not throw away minutes of GPU work: keep
             # denoising, and write again at the next interval.
-            logger.warning("job=%s could not write progress", self.job.id, exc_info=True)
+            logger.warning("could not write progress", exc_info=True, extra=log_fields(self.job))
             connection.close_if_unusable_or_obsolete()
             return True
 
@@ -90,6 +92,7 @@ class Heartbeat:
     def __init__(self, job: VideoGenerationJob, interval: float):
         self.job_id = job.id
         self.worker = job.worker
+        self.log_fields = log_fields(job)
         self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.beat, name=f"heartbeat {job.id}", daemon=True)
@@ -110,7 +113,7 @@ class Heartbeat:
                         pk=self.job_id, status=Status.RUNNING, worker=self.worker
                     ).update(heartbeat_at=timezone.now())
                 except DatabaseError:
-                    logger.warning("job=%s could not write heartbeat", self.job_id, exc_info=True)
+                    logger.warning("could not write heartbeat", exc_info=True, extra=self.log_fields)
                     connection.close_if_unusable_or_obsolete()
         finally:
             # This thread's own connection.
@@ -156,7 +159,7 @@ def load_options() -> LoadOptions:
 
 
 def job_run(job: VideoGenerationJob) -> None:
-    log = JobLog(logger, {"job_id": job.id, "user_id": job.user_id})
+    log = JobLog(logger, {"job": job})
     # The claim. A duplicate delivery, or a job cancelled while it waited,
     # finds the row no longer pending and leaves.
     claimed = job.transition(

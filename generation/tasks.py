@@ -4,14 +4,15 @@ import logging
 
 from generation.services import job_run
 from jobs.models import VideoGenerationJob
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
 
 def generate_video(job_id: str, user_id: str | None = None) -> None:
-    logger.info("job=%s user_id=%s task received", job_id, user_id)
+    logger.info("task received", extra=log_fields(job_id=job_id, user_id=user_id))
     job = VideoGenerationJob.objects.filter(pk=job_id).first()
     if job is None:
-        logger.warning("job=%s user_id=%s no such job: nothing to do", job_id, user_id)
+        logger.warning("no such job: nothing to do", extra=log_fields(job_id=job_id, user_id=user_id))
         return
     job_run(job)

@@ -10,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.models import ACTIVE, Status, VideoGenerationJob
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def job_enqueue(job: VideoGenerationJob) -> None:
             timeout=job_timeout(job.model_name),
         )
     except Exception as exc:
-        logger.exception("job=%s user_id=%s could not be queued", job.id, job.user_id)
+        logger.exception("could not be queued", extra=log_fields(job))
         job.transition(
             Status.FAILED,
             from_={Status.PENDING},
@@ -160,7 +161,7 @@ def job_enqueue(job: VideoGenerationJob) -> None:
         )
     else:
         VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
-        logger.info("job=%s user_id=%s queued on model %s", job.id, job.user_id, job.model_name)
+        logger.info("queued on model %s", job.model_name, extra=log_fields(job))
 
 
 def job_cancel(job: VideoGenerationJob) -> bool:

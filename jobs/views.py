@@ -37,6 +37,7 @@ from jobs.services import (
     job_create,
     request_fingerprint,
 )
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -368,10 +369,10 @@ class _JobFileView(APIView):
                 return _redirect(presigned_url(stored, content_type=self.content_type, filename=filename))
             return file_response(request, open_stored(stored), content_type=self.content_type, filename=filename)
         except Missing:
-            logger.error("job=%s user_id=%s completed but %s is missing", job.id, job.user_id, stored.name)
+            logger.error("completed but %s is missing", stored.name, extra=log_fields(job))
             return json_error(410, "The job completed but its file is no longer stored.", job_id=str(job.id))
         except StorageUnavailable:
-            logger.exception("job=%s user_id=%s: storage unavailable reading %s", job.id, job.user_id, stored.name)
+            logger.exception("storage unavailable reading %s", stored.name, extra=log_fields(job))
             response = json_error(503, "The file storage is unavailable; try again shortly.")
             response["Retry-After"] = "5"
             return response

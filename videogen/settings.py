@@ -454,14 +454,20 @@ CACHES = {
 }
 
 # --- Logging ------------------------------------------------------------------
+# "text" for people (client-supplied values quoted, see videogen/logformat.py),
+# "json" for log pipelines: one object per line.
+VIDEOGEN_LOG_FORMAT = envstr("VIDEOGEN_LOG_FORMAT", "text")
+if VIDEOGEN_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"VIDEOGEN_LOG_FORMAT must be text or json, got {VIDEOGEN_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "videogen.logformat.TextFormatter"},
+        "json": {"()": "videogen.logformat.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": VIDEOGEN_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": envstr("VIDEOGEN_LOG_LEVEL", "INFO")},
     "loggers": {
