@@ -31,6 +31,7 @@ from generation.pipelines import (
 from generation.registry import UnknownModel, get_spec
 from generation.worker import current_slot, shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.metrics import record_gpu_memory
 from jobs.recovery import worker_name
 from videogen.logformat import log_fields
 
@@ -112,6 +113,7 @@ class Heartbeat:
                     VideoGenerationJob.objects.filter(
                         pk=self.job_id, status=Status.RUNNING, worker=self.worker
                     ).update(heartbeat_at=timezone.now())
+                    record_gpu_memory(self.worker, current_slot().device)
                 except DatabaseError:
                     logger.warning("could not write heartbeat", exc_info=True, extra=self.log_fields)
                     connection.close_if_unusable_or_obsolete()
@@ -183,6 +185,7 @@ def job_run(job: VideoGenerationJob) -> None:
     started = time.monotonic()
     with Heartbeat(job, settings.VIDEOGEN_HEARTBEAT_INTERVAL):
         _run_claimed(job, log, started)
+    record_gpu_memory(job.worker, current_slot().device)
 
 
 def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:

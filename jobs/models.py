@@ -158,6 +158,9 @@ class VideoGenerationJob(models.Model):
                 setattr(self, name, value)
         if expressions:
             self.refresh_from_db(fields=expressions)
+        from jobs.metrics import record_transition
+
+        record_transition(self, to)
         return True
 
     def set_progress(self, progress: int, **fields) -> bool:
@@ -254,3 +257,47 @@ class ApiKey(models.Model):
     def is_authenticated(self) -> bool:
         # DRF's IsAuthenticated asks request.user this; a key is its own user.
         return True
+
+
+class MetricSeries(models.Model):
+    """
+    One Prometheus counter or histogram series for job events, kept in the
+    database so that every process that changes jobs (gunicorn workers, the
+    qcluster's workers, on any host) adds to the same total (jobs/metrics.py).
+    """
+
+    name = models.CharField(max_length=100)
+    # Rendered Prometheus labels, 'model="tiny-random",status="completed"'.
+    labels = models.CharField(max_length=500)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        db_table = "videogen_metric_series"
+        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="metric_series_unique")]
+
+
+class WorkerHost(models.Model):
+    """A qcluster's live worker count, written by its parent at each reap (jobs/metrics.py)."""
+
+    # host:pid of the qcluster parent; a host may run several clusters.
+    cluster = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=200)
+    workers = models.PositiveIntegerField(default=0)
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "videogen_worker_hosts"
+
+
+class WorkerGpu(models.Model):
+    """A worker process's CUDA memory, written after each job and with each heartbeat."""
+
+    worker = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=200)
+    device = models.CharField(max_length=50)
+    used_bytes = models.BigIntegerField()
+    peak_bytes = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "videogen_worker_gpus"

@@ -10,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.models import ACTIVE, Status, VideoGenerationJob
+from jobs.metrics import record_submitted
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def job_create(
                 )
                 # A worker must never pick up a task for a row it cannot see yet.
                 transaction.on_commit(lambda: job_enqueue(job))
+                transaction.on_commit(lambda: record_submitted(job.model_name))
             return job, True
         except IntegrityError:
             # The unique (user_id, idempotency_key) constraint is what keeps a

@@ -512,3 +512,23 @@ class SchemaView(JsonErrorsMixin, SpectacularAPIView):
 
 class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
     pass
+
+
+def metrics_view(request):
+    """Prometheus' scrape (VIDEOGEN_METRICS=true); a bearer VIDEOGEN_METRICS_TOKEN when one is set."""
+    import hmac
+
+    from django.http import HttpResponse
+
+    from jobs.metrics import render
+
+    token = settings.VIDEOGEN_METRICS_TOKEN
+    if token:
+        given = request.META.get("HTTP_AUTHORIZATION", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            response = json_error(401, "This endpoint needs the metrics token: Authorization: Bearer <token>.")
+            response["WWW-Authenticate"] = 'Bearer realm="videogen-metrics"'
+            return response
+    if request.method not in ("GET", "HEAD"):
+        return json_error(405, "Only GET.")
+    return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

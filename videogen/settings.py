@@ -434,10 +434,24 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Metrics ------------------------------------------------------------------
+# GET /metrics in the Prometheus text format (jobs/metrics.py), guarded by a
+# bearer token when one is set. HTTP counters are summed over the gunicorn
+# processes through prometheus_client's multiprocess mode: its files live in
+# PROMETHEUS_MULTIPROC_DIR (default $VIDEOGEN_DATA_DIR/prometheus), which
+# every web process of a host must share; empty it when the server restarts.
+VIDEOGEN_METRICS = envbool("VIDEOGEN_METRICS", False)
+VIDEOGEN_METRICS_TOKEN = envstr("VIDEOGEN_METRICS_TOKEN", "")
+if VIDEOGEN_METRICS:
+    # Before anything imports prometheus_client, which reads it at import.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    MIDDLEWARE.insert(0, "jobs.metrics.MetricsMiddleware")
+
 # --- Caches -------------------------------------------------------------------
 # The rate limits' history must be shared by every gunicorn process (and
 # host): Redis when there is one, else a table in the database (created by
-# migration 0014_api_keys). "default" stays Django's per-process memory cache.
+# migration 0014_api_keys_and_metrics). "default" stays Django's per-process memory cache.
 THROTTLE_CACHE_TABLE = "videogen_throttle_cache"
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

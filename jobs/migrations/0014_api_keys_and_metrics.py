@@ -37,4 +37,43 @@ class Migration(migrations.Migration):
             options={"verbose_name": "API key", "db_table": "videogen_api_keys", "ordering": ["-created_at"]},
         ),
         migrations.RunPython(create_cache_table, drop_cache_table),
+        migrations.CreateModel(
+            name='WorkerGpu',
+            fields=[
+                ('worker', models.CharField(max_length=200, primary_key=True, serialize=False)),
+                ('host', models.CharField(max_length=200)),
+                ('device', models.CharField(max_length=50)),
+                ('used_bytes', models.BigIntegerField()),
+                ('peak_bytes', models.BigIntegerField()),
+                ('updated_at', models.DateTimeField()),
+            ],
+            options={
+                'db_table': 'videogen_worker_gpus',
+            },
+        ),
+        migrations.CreateModel(
+            name='WorkerHost',
+            fields=[
+                ('cluster', models.CharField(max_length=200, primary_key=True, serialize=False)),
+                ('host', models.CharField(max_length=200)),
+                ('workers', models.PositiveIntegerField(default=0)),
+                ('beat_at', models.DateTimeField()),
+            ],
+            options={
+                'db_table': 'videogen_worker_hosts',
+            },
+        ),
+        migrations.CreateModel(
+            name='MetricSeries',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100)),
+                ('labels', models.CharField(max_length=500)),
+                ('value', models.FloatField(default=0)),
+            ],
+            options={
+                'db_table': 'videogen_metric_series',
+                'constraints': [models.UniqueConstraint(fields=('name', 'labels'), name='metric_series_unique')],
+            },
+        ),
     ]
