@@ -110,8 +110,7 @@ def job_create(
                     request_fingerprint=fingerprint,
                 )
                 # A worker must never pick up a task for a row it cannot see yet.
-                transaction.on_commit(lambda: job_enqueue(job))
-                transaction.on_commit(lambda: record_submitted(job.model_name))
+                transaction.on_commit(lambda: job_submitted(job))
             return job, True
         except IntegrityError:
             # The unique (user_id, idempotency_key) constraint is what keeps a
@@ -164,6 +163,12 @@ def job_enqueue(job: VideoGenerationJob) -> None:
     else:
         VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
         logger.info("queued on model %s", job.model_name, extra=log_fields(job))
+
+
+def job_submitted(job: VideoGenerationJob) -> None:
+    """After a new job's row is committed: queue it, and count it for the metrics."""
+    job_enqueue(job)
+    record_submitted(job.model_name)
 
 
 def job_cancel(job: VideoGenerationJob) -> bool:
