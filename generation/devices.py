@@ -177,8 +177,25 @@ def try_claim_slot(directory: Path, slots: int) -> SlotClaim | None:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 continue
             raise
+        # The holder's pid, for counting live workers (slot_holders()).
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
         return SlotClaim(slot, handle)
     return None
+
+
+def slot_holders(directory: Path) -> set[int]:
+    """The pids last written to a cluster's slot files: its workers, and perhaps dead ones (check them)."""
+    pids = set()
+    for path in directory.glob("slot-*.lock"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            pids.add(int(text))
+    return pids
 
 
 def claim_slot(

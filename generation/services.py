@@ -31,9 +31,11 @@ from generation.pipelines import (
 from generation.registry import UnknownModel, get_spec, job_timeout
 from generation.worker import current_slot, limit_task_time, shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.metrics import record_gpu_memory
 from jobs.queue import job_claim_next, pending_for
 from jobs.recovery import worker_name
 from jobs.services import wake_up
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +45,11 @@ MAX_ERROR_LENGTH = 2000
 
 
 class JobLog(logging.LoggerAdapter):
-    """Every log line of a generation carries job_id and user_id."""
+    """Every log line of a generation carries the job's fields (videogen/logformat.py renders them)."""
 
     def process(self, msg, kwargs):
-        return f"job={self.extra['job_id']} user_id={self.extra['user_id']} {msg}", kwargs
+        kwargs["extra"] = {**log_fields(self.extra["job"]), **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 class ProgressWriter:
@@ -83,7 +86,7 @@ class ProgressWriter:
         except DatabaseError:
             # A database blip must not throw away minutes of GPU work: keep
             # denoising, and write again at the next interval.
-            logger.warning("job=%s could not write progress", self.job.id, exc_info=True)
+            logger.warning("could not write progress", exc_info=True, extra=log_fields(self.job))
             connection.close_if_unusable_or_obsolete()
             return True
 
@@ -98,6 +101,7 @@ class Heartbeat:
     def __init__(self, job: VideoGenerationJob, interval: float):
         self.job_id = job.id
         self.worker = job.worker
+        self.log_fields = log_fields(job)
         self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.beat, name=f"heartbeat {job.id}", daemon=True)
@@ -117,8 +121,9 @@ class Heartbeat:
                     VideoGenerationJob.objects.filter(
                         pk=self.job_id, status=Status.RUNNING, worker=self.worker
                     ).update(heartbeat_at=timezone.now())
+                    record_gpu_memory(self.worker, current_slot().device)
                 except DatabaseError:
-                    logger.warning("job=%s could not write heartbeat", self.job_id, exc_info=True)
+                    logger.warning("could not write heartbeat", exc_info=True, extra=self.log_fields)
                     connection.close_if_unusable_or_obsolete()
         finally:
             # This thread's own connection.
@@ -173,7 +178,7 @@ def job_run_next(queue: str | None) -> VideoGenerationJob | None:
     if job is None:
         logger.info("woken up on queue %s: nothing pending", queue or "default")
         return None
-    log = JobLog(logger, {"job_id": job.id, "user_id": job.user_id})
+    log = JobLog(logger, {"job": job})
     limit_task_time(job_timeout(job.model_name))
     log.info(
         "running %s: %d frames %dx%d, %d steps, seed %s, attempt %d",
@@ -182,6 +187,7 @@ def job_run_next(queue: str | None) -> VideoGenerationJob | None:
     started = time.monotonic()
     with Heartbeat(job, settings.VIDEOGEN_HEARTBEAT_INTERVAL):
         _run_claimed(job, log, started)
+    record_gpu_memory(job.worker, current_slot().device)
     # Look again before returning: more work means another wake-up, so one
     # wake-up drains the queue. A new task rather than a loop here, because
     # django-q2's timeout is per task and each job gets its own.

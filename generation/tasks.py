@@ -4,6 +4,7 @@ import logging
 
 from generation.services import job_run_next
 from generation.worker import worker_queue
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -15,5 +16,5 @@ def generate_video(job_id: str | None = None, user_id: str | None = None) -> Non
     queued before the fair policy carry the same arguments and are read the
     same way: the job that runs is the one the policy picks.
     """
-    logger.info("job=%s user_id=%s task received: looking for work", job_id, user_id)
+    logger.info("task received: looking for work", extra=log_fields(job_id=job_id, user_id=user_id))
     job_run_next(worker_queue())

@@ -23,7 +23,7 @@ from django.utils.text import Truncator, capfirst
 
 from generation.registry import registry
 from jobs.estimates import queue_standing
-from jobs.models import Status, UserWeight, VideoGenerationJob
+from jobs.models import ApiKey, Status, UserWeight, VideoGenerationJob
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
 
 # Counting stops here: past it a list says "more than 10,000" instead of
@@ -449,3 +449,27 @@ class UserWeightAdmin(admin.ModelAdmin):
     list_display = ["user_id", "weight", "note"]
     list_editable = ["weight", "note"]
     search_fields = ["user_id__exact"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are made by `manage.py create_api_key` (the only time the key is shown); here they are listed and revoked."""
+
+    list_display = ("prefix", "name", "user_id", "operator", "created_at", "revoked_at")
+    list_filter = ("operator", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("=user_id", "=prefix", "name")
+    readonly_fields = ("prefix", "name", "user_id", "operator", "created_at", "revoked_at")
+    exclude = ("hashed",)
+    actions = ["revoke_keys"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Revoked keys stay listed, so it is clear which key stopped when.
+        return False
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        revoked = sum(key.revoke() for key in queryset)
+        self.message_user(request, f"Revoked {revoked} key(s); {queryset.count() - revoked} already were.", messages.SUCCESS)

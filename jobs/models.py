@@ -1,3 +1,6 @@
+import hashlib
+import hmac
+import secrets
 import uuid
 
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -174,6 +177,9 @@ class VideoGenerationJob(models.Model):
                 setattr(self, name, value)
         if expressions:
             self.refresh_from_db(fields=expressions)
+        from jobs.metrics import record_transition
+
+        record_transition(self, to)
         return True
 
     def set_progress(self, progress: int, **fields) -> bool:
@@ -235,3 +241,118 @@ class ClusterBeat(models.Model):
 
     class Meta:
         db_table = "video_generation_cluster_beats"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def verify(self, presented: str) -> "ApiKey | None":
+        """
+        The live key `presented` is, or None. Keys are looked up by their
+        public prefix and compared by hash in constant time; the key itself
+        is never stored.
+        """
+        prefix, sep, _ = presented.partition(".")
+        if not sep or not prefix.startswith(API_KEY_PREFIX) or len(presented) > 200:
+            return None
+        try:
+            # The prefix is unique: get() (no ORDER BY, unlike first()) on its index.
+            key = self.get(prefix=prefix, revoked_at__isnull=True)
+        except self.model.DoesNotExist:
+            return None
+        return key if hmac.compare_digest(key.hashed, hash_api_key(presented)) else None
+
+
+# Keys look like vg_<16 hex>.<43 url-safe characters>: the part before the dot
+# is stored as is (to find the row, and to tell keys apart in the admin), the
+# whole key only as a SHA-256. 256 random bits need no slow hash: nobody can
+# guess them, and a fast one keeps every request cheap.
+API_KEY_PREFIX = "vg_"
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100, blank=True, default="")
+    user_id = models.CharField(max_length=100)
+    # An operator key acts for any user_id, and for every user when none is given.
+    operator = models.BooleanField(default=False)
+    prefix = models.CharField(max_length=32, unique=True)
+    hashed = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        db_table = "videogen_api_keys"
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix} ({self.user_id}{', operator' if self.operator else ''})"
+
+    @classmethod
+    def issue(cls, *, user_id: str, operator: bool = False, name: str = "") -> tuple["ApiKey", str]:
+        """A new key and its secret text, which exists only in this return value."""
+        prefix = API_KEY_PREFIX + secrets.token_hex(8)
+        text = f"{prefix}.{secrets.token_urlsafe(32)}"
+        key = cls.objects.create(name=name, user_id=user_id, operator=operator, prefix=prefix, hashed=hash_api_key(text))
+        return key, text
+
+    def revoke(self) -> bool:
+        """Revoke the key; False when it already was. Its next request is a 401."""
+        now = timezone.now()
+        updated = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now) == 1
+        if updated:
+            self.revoked_at = now
+        return updated
+
+    @property
+    def is_authenticated(self) -> bool:
+        # DRF's IsAuthenticated asks request.user this; a key is its own user.
+        return True
+
+
+class MetricSeries(models.Model):
+    """
+    One Prometheus counter or histogram series for job events, kept in the
+    database so that every process that changes jobs (gunicorn workers, the
+    qcluster's workers, on any host) adds to the same total (jobs/metrics.py).
+    """
+
+    name = models.CharField(max_length=100)
+    # Rendered Prometheus labels, 'model="tiny-random",status="completed"'.
+    labels = models.CharField(max_length=500)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        db_table = "videogen_metric_series"
+        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="metric_series_unique")]
+
+
+class WorkerHost(models.Model):
+    """A qcluster's live worker count, written by its parent at each reap (jobs/metrics.py)."""
+
+    # host:pid of the qcluster parent; a host may run several clusters.
+    cluster = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=200)
+    workers = models.PositiveIntegerField(default=0)
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "videogen_worker_hosts"
+
+
+class WorkerGpu(models.Model):
+    """A worker process's CUDA memory, written after each job and with each heartbeat."""
+
+    worker = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=200)
+    device = models.CharField(max_length=50)
+    used_bytes = models.BigIntegerField()
+    peak_bytes = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "videogen_worker_gpus"

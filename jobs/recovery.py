@@ -16,6 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ def reap_lost_jobs() -> dict[str, int]:
         if outcome:
             counts[outcome] += 1
             logger.warning(
-                "job=%s user_id=%s lost by worker %s: %s (attempt %d)",
-                job.id, job.user_id, worker or "unknown", outcome, job.attempts,
+                "lost by worker %s: %s (attempt %d)", worker or "unknown", outcome, job.attempts, extra=log_fields(job)
             )
     return counts
 

@@ -10,6 +10,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.models import ACTIVE, Status, VideoGenerationJob
+from jobs.metrics import record_submitted
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def job_create(
                     request_fingerprint=fingerprint,
                 )
                 # A worker must never pick up a task for a row it cannot see yet.
-                transaction.on_commit(lambda: job_enqueue(job))
+                transaction.on_commit(lambda: job_submitted(job))
             return job, True
         except IntegrityError:
             # The unique (user_id, idempotency_key) constraint is what keeps a
@@ -142,7 +144,7 @@ def job_enqueue(job: VideoGenerationJob) -> None:
     try:
         wake_up(queue_for_model(job.model_name), job=job)
     except Exception as exc:
-        logger.exception("job=%s user_id=%s could not be queued", job.id, job.user_id)
+        logger.exception("could not be queued", extra=log_fields(job))
         job.transition(
             Status.FAILED,
             from_={Status.PENDING},
@@ -151,7 +153,13 @@ def job_enqueue(job: VideoGenerationJob) -> None:
         )
     else:
         VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
-        logger.info("job=%s user_id=%s queued on model %s", job.id, job.user_id, job.model_name)
+        logger.info("queued on model %s", job.model_name, extra=log_fields(job))
+
+
+def job_submitted(job: VideoGenerationJob) -> None:
+    """After a new job's row is committed: queue it, and count it for the metrics."""
+    job_enqueue(job)
+    record_submitted(job.model_name)
 
 
 def wake_up(queue: str | None, *, job: VideoGenerationJob | None = None) -> None:

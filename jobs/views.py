@@ -11,12 +11,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from generation.registry import served_models
 from jobs import schema
+from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
 from jobs.http import DATABASE_DOWN, file_response, json_error
 from jobs.models import Status, VideoGenerationJob
@@ -36,13 +38,13 @@ from jobs.services import (
     job_create,
     request_fingerprint,
 )
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
 # Counting is bounded so the unfiltered list stays fast on a huge table; past
 # this, `total` is the cap and `total_is_exact` is false.
 TOTAL_COUNT_CAP = 10_000
-NO_SUCH_JOB = "No such job."
 
 
 def api_exception_handler(exc, context):
@@ -84,11 +86,14 @@ def check_query_params(request, allowed: frozenset[str]) -> None:
             raise exceptions.ValidationError({name: [f"{name} must be given at most once."]})
 
 
-def requested_user_id(request, *, allowed: frozenset[str] = USER_ID_PARAMS, body: bool = False) -> str | None:
+def requested_user_id(
+    request, *, allowed: frozenset[str] = USER_ID_PARAMS, body: bool = False, scoped: bool = True
+) -> str | None:
     """
     The optional user_id filter, stripped like the one given at submit. It
     is taken from the query string and, where `body` (cancel, a POST), also
-    from a JSON body; given in both, they must agree.
+    from a JSON body; given in both, they must agree. With an API key
+    (`scoped`), the user_id the key may act as (jobs.auth.scoped_user_id).
     """
     check_query_params(request, allowed)
     candidates = []
@@ -109,7 +114,8 @@ def requested_user_id(request, *, allowed: frozenset[str] = USER_ID_PARAMS, body
         raise exceptions.ValidationError(
             {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
         )
-    return candidates[0] if candidates else None
+    given = candidates[0] if candidates else None
+    return scoped_user_id(request, given) if scoped else given
 
 
 def _clean_user_id(raw: str) -> str:
@@ -151,6 +157,8 @@ def idempotency_key(request) -> str | None:
 
 
 class GenerateView(APIView):
+    throttle_kind = "submit"
+
     @extend_schema(
         operation_id="generate",
         request=GenerationRequest,
@@ -165,10 +173,13 @@ class GenerateView(APIView):
     )
     def post(self, request):
         key = idempotency_key(request)
-        query_user_id = requested_user_id(request)
-        serializer = GenerationRequest(data=request.data)
+        query_user_id = requested_user_id(request, scoped=False)
+        if query_user_id is not None:
+            check_submit_user(request, query_user_id)
+        serializer = GenerationRequest(data=submit_user_id(request, request.data))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        check_submit_user(request, data["user_id"])
         if query_user_id is not None and query_user_id != data["user_id"]:
             raise exceptions.ValidationError(
                 {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
@@ -359,10 +370,10 @@ class _JobFileView(APIView):
                 return _redirect(presigned_url(stored, content_type=self.content_type, filename=filename))
             return file_response(request, open_stored(stored), content_type=self.content_type, filename=filename)
         except Missing:
-            logger.error("job=%s user_id=%s completed but %s is missing", job.id, job.user_id, stored.name)
+            logger.error("completed but %s is missing", stored.name, extra=log_fields(job))
             return json_error(410, "The job completed but its file is no longer stored.", job_id=str(job.id))
         except StorageUnavailable:
-            logger.exception("job=%s user_id=%s: storage unavailable reading %s", job.id, job.user_id, stored.name)
+            logger.exception("storage unavailable reading %s", stored.name, extra=log_fields(job))
             response = json_error(503, "The file storage is unavailable; try again shortly.")
             response["Retry-After"] = "5"
             return response
@@ -431,6 +442,11 @@ class ModelsView(APIView):
 
 
 class HealthView(APIView):
+    # Load balancers and orchestrators probe it: no key, no rate limit.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_kind = None
+
     @extend_schema(
         operation_id="health",
         responses={200: schema.HealthSerializer, 503: schema.HealthSerializer, **schema.COMMON_ERRORS},
@@ -497,3 +513,23 @@ class SchemaView(JsonErrorsMixin, SpectacularAPIView):
 
 class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
     pass
+
+
+def metrics_view(request):
+    """Prometheus' scrape (VIDEOGEN_METRICS=true); a bearer VIDEOGEN_METRICS_TOKEN when one is set."""
+    import hmac
+
+    from django.http import HttpResponse
+
+    from jobs.metrics import render
+
+    token = settings.VIDEOGEN_METRICS_TOKEN
+    if token:
+        given = request.META.get("HTTP_AUTHORIZATION", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            response = json_error(401, "This endpoint needs the metrics token: Authorization: Bearer <token>.")
+            response["WWW-Authenticate"] = 'Bearer realm="videogen-metrics"'
+            return response
+    if request.method not in ("GET", "HEAD"):
+        return json_error(405, "Only GET.")
+    return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -26,6 +26,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_group(process: subprocess.Popen, signum: int, *, timeout: float) -> None:
+    """Signal the process's group, wait up to timeout, then SIGKILL whatever of the group is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 class Server:
     def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
         self.process = process
@@ -44,6 +55,18 @@ class Server:
             return response, response.read()
         finally:
             connection.close()
+
+    def wait_until_up(self, what: str, *, healthy_only: bool = False) -> None:
+        """Until /health answers (200, or 503 too unless healthy_only); fail with the log if the process exits."""
+        answers = (200,) if healthy_only else (200, 503)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                if self.request("GET", "/health")[0].status in answers:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not start:\n" + self.log[-4000:].decode(errors="replace"))
+            time.sleep(0.1)
 
     def raw(self, data: bytes) -> bytes:
         """Send bytes as they are (no client library to refuse them) and return the answer."""
@@ -85,21 +108,37 @@ def make_run(tmp_path: Path) -> Iterator[Server]:
         )
     server = Server(process, port, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with contextlib.suppress(OSError):
-                if server.request("GET", "/health")[0].status == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("make run did not start:\n" + server.log[-4000:].decode(errors="replace"))
-            time.sleep(0.2)
+        server.wait_until_up("make run", healthy_only=True)
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, signal.SIGINT, timeout=60)
+
+
+# gunicorn as `make run` and docker/ start it (gthread workers, our logger).
+GUNICORN_ARGS = [
+    "videogen.wsgi:application", "--worker-class", "gthread", "--threads", "4",
+    "--graceful-timeout", "5", "--no-control-socket", "--access-logfile", "-",
+    "--logger-class", "videogen.gunicorn.Logger",
+]
+
+
+@contextlib.contextmanager
+def gunicorn(log_path: Path, env: dict[str, str], *, workers: int = 2, args: list[str] = ()) -> Iterator[Server]:
+    """
+    A real gunicorn with `workers` processes on a free port, its environment
+    this process's plus `env` (point DATABASE_URL at the test database:
+    tests.cluster.test_database_url()). Stopped with SIGTERM on exit.
+    """
+    port = free_port()
+    venv = Path(sys.prefix)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [str(venv / "bin" / "gunicorn"), *GUNICORN_ARGS, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *args],
+            cwd=settings.BASE_DIR, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Server(process, port, log_path)
+    try:
+        server.wait_until_up("gunicorn")
+        yield server
+    finally:
+        stop_group(process, signal.SIGTERM, timeout=30)

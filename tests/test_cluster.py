@@ -47,8 +47,8 @@ def test_a_real_worker_turns_submitted_jobs_into_mp4s(api, qcluster, media_root)
     # Both jobs ran on one warm pipeline, and the worker logged who asked.
     log = qcluster.log
     assert log.count("building model tiny-random in code") == 1, log
-    assert f"job={job_ids[0]} user_id=alice task received" in log
-    assert f"job={job_ids[1]} user_id=bob task received" in log
+    assert f"job={job_ids[0]} user_id=\"alice\" task received" in log
+    assert f"job={job_ids[1]} user_id=\"bob\" task received" in log
 
 
 def descendants(pid: int) -> list[int]:

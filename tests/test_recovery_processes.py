@@ -113,7 +113,7 @@ def test_a_task_delivered_twice_runs_the_job_once(make_job, tmp_path, media_root
 
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETED, 1)
-    assert cluster.log.count(f"job={job.id} user_id=alice running tiny-random") == 1
+    assert cluster.log.count(f"job={job.id} user_id=\"alice\" running tiny-random") == 1
     # The second delivery is a wake-up that finds nothing left to claim.
     assert "nothing pending" in cluster.log
     assert sorted(path.name for path in (media_root / "videos").iterdir()) == [f"{job.id}.mp4"]

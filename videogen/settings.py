@@ -265,6 +265,41 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Status"},
 }
 
+# --- Auth and rate limits -----------------------------------------------------
+# "none": the inherited contract, user_id trusted from the request. "api_key":
+# every /api/v1/ endpoint but /health wants `Authorization: Bearer <key>`, and
+# a key acts as its own user_id (jobs/auth.py).
+VIDEOGEN_AUTH = envstr("VIDEOGEN_AUTH", "none")
+if VIDEOGEN_AUTH not in ("none", "api_key"):
+    raise ImproperlyConfigured(f"VIDEOGEN_AUTH must be none or api_key, got {VIDEOGEN_AUTH!r}")
+if VIDEOGEN_AUTH == "api_key":
+    REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["jobs.auth.ApiKeyAuthentication"]
+    REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] = ["rest_framework.permissions.IsAuthenticated"]
+    # drf-spectacular serves /schema and /docs to anyone unless told otherwise.
+    SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
+    SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"]
+
+
+def envrate(name: str) -> str | None:
+    """A DRF throttle rate, "60/min": a count, a slash, s/sec/m/min/h/hour/d/day."""
+    raw = envstr(name, "").strip()
+    if not raw:
+        return None
+    count, sep, period = raw.partition("/")
+    if not sep or not count.isascii() or not count.isdigit() or int(count) < 1 or period not in (
+        "s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day",
+    ):
+        raise ImproperlyConfigured(f"{name} must look like 60/min (per s, min, hour or day), got {raw!r}")
+    return raw
+
+
+# Requests per key (per user_id in none mode): POST /generate, and every other
+# endpoint but /health. Unset: no limit.
+VIDEOGEN_RATE_LIMIT_SUBMIT = envrate("VIDEOGEN_RATE_LIMIT_SUBMIT")
+VIDEOGEN_RATE_LIMIT_READ = envrate("VIDEOGEN_RATE_LIMIT_READ")
+if VIDEOGEN_RATE_LIMIT_SUBMIT or VIDEOGEN_RATE_LIMIT_READ:
+    REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["jobs.auth.SubmitThrottle", "jobs.auth.ReadThrottle"]
+
 VIDEOGEN_PAGE_SIZE = envint("VIDEOGEN_PAGE_SIZE", 20, minimum=1)
 VIDEOGEN_MAX_PAGE_SIZE = envint("VIDEOGEN_MAX_PAGE_SIZE", 100, minimum=1)
 VIDEOGEN_MAX_PROMPT_LENGTH = envint("VIDEOGEN_MAX_PROMPT_LENGTH", 2000, minimum=1)
@@ -402,15 +437,54 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Metrics ------------------------------------------------------------------
+# GET /metrics in the Prometheus text format (jobs/metrics.py), guarded by a
+# bearer token when one is set. HTTP counters are summed over the gunicorn
+# processes through prometheus_client's multiprocess mode: its files live in
+# PROMETHEUS_MULTIPROC_DIR (default $VIDEOGEN_DATA_DIR/prometheus), which
+# every web process of a host must share; empty it when the server restarts.
+VIDEOGEN_METRICS = envbool("VIDEOGEN_METRICS", False)
+VIDEOGEN_METRICS_TOKEN = envstr("VIDEOGEN_METRICS_TOKEN", "")
+if VIDEOGEN_METRICS:
+    # Before anything imports prometheus_client, which reads it at import.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    MIDDLEWARE.insert(0, "jobs.metrics.MetricsMiddleware")
+
+# --- Caches -------------------------------------------------------------------
+# The rate limits' history must be shared by every gunicorn process (and
+# host): Redis when there is one, else a table in the database (created by
+# migration 0014_api_keys_and_metrics). "default" stays Django's per-process memory cache.
+THROTTLE_CACHE_TABLE = "videogen_throttle_cache"
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "videogen-throttle"}
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": THROTTLE_CACHE_TABLE,
+            # Culling drops a third of the entries, limits included: keep it rare.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    ),
+}
+
 # --- Logging ------------------------------------------------------------------
+# "text" for people (client-supplied values quoted, see videogen/logformat.py),
+# "json" for log pipelines: one object per line.
+VIDEOGEN_LOG_FORMAT = envstr("VIDEOGEN_LOG_FORMAT", "text")
+if VIDEOGEN_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"VIDEOGEN_LOG_FORMAT must be text or json, got {VIDEOGEN_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "videogen.logformat.TextFormatter"},
+        "json": {"()": "videogen.logformat.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": VIDEOGEN_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": envstr("VIDEOGEN_LOG_LEVEL", "INFO")},
     "loggers": {

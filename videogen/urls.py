@@ -1,10 +1,11 @@
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
 from django.urls import include, path
 from django.views import defaults
 
 from jobs.http import json_error
-from jobs.views import HealthView
+from jobs.views import HealthView, metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,6 +15,9 @@ urlpatterns = [
     path("health", HealthView.as_view(), name="root-health"),
     path("health/", HealthView.as_view()),
 ]
+if settings.VIDEOGEN_METRICS:
+    # Outside /api/v1/: Prometheus' default path, and no API key (its own token).
+    urlpatterns.append(path("metrics", metrics_view, name="metrics"))
 
 # Why Django refused a request, in words safe to show: the exceptions' own
 # messages echo the request or name settings.

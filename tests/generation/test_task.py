@@ -1,5 +1,6 @@
 """The django-q2 task run in this process: real pipeline, real MP4, real database."""
 
+import json
 import logging
 
 import numpy as np
@@ -13,6 +14,7 @@ from generation.registry import get_spec
 from generation.tasks import generate_video
 from jobs.models import Status, VideoGenerationJob
 from tests.decode import decode_mp4
+from videogen.logformat import JsonFormatter, TextFormatter
 
 
 def test_a_job_ends_completed_with_a_decodable_mp4_of_the_requested_shape(make_job, media_root):
@@ -141,9 +143,19 @@ def test_every_log_line_of_a_generation_carries_job_and_user(make_job, caplog):
     with caplog.at_level(logging.INFO, logger="generation"):
         generate_video(str(job.id), job.user_id)
 
-    lines = [record.getMessage() for record in caplog.records if record.name.startswith("generation")]
-    assert len(lines) >= 3
-    assert all(f"job={job.id}" in line and "user_id=carol" in line for line in lines)
+    # The adapter's lines (the engine, generation.pipelines, knows nothing of jobs).
+    records = [record for record in caplog.records if record.name in ("generation.tasks", "generation.services")]
+    text, as_json = TextFormatter(), JsonFormatter()
+    assert len(records) >= 3
+    assert all(f'job={job.id} user_id="carol" ' in text.format(record) for record in records)
+    assert all(
+        {key: json.loads(as_json.format(record))[key] for key in ("job_id", "user_id")}
+        == {"job_id": str(job.id), "user_id": "carol"}
+        for record in records
+    )
+    assert {json.loads(as_json.format(record))["model"] for record in records if record.name == "generation.services"} == {
+        "tiny-random"
+    }
 
 
 def test_a_completed_job_records_how_it_was_made_and_keeps_a_preview(make_job, media_root):

@@ -31,7 +31,7 @@ from django.db import connection
 from django_q.cluster import Cluster, Sentinel, get_mp_context
 from django_q.management.commands.qcluster import Command as DjangoQClusterCommand
 
-from generation.devices import slot_directory
+from generation.devices import slot_directory, slot_holders
 from generation.worker import SHUTDOWN_SIGNAL, worker_queue
 from jobs.estimates import cluster_beat, cluster_gone
 from jobs.models import Status, VideoGenerationJob
@@ -160,18 +160,34 @@ class GracefulCluster(Cluster):
 class Reaper(threading.Thread):
     """Reaps lost jobs every VIDEOGEN_REAPER_INTERVAL seconds, in the qcluster parent."""
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, cluster=None):
         super().__init__(name="videogen reaper", daemon=True)
         self.interval = interval
+        # Its workers (the sentinel's children holding a slot) are counted at
+        # each reap, for the metrics' videogen_workers_alive.
+        self.worker_pids = cluster.worker_pids if cluster else None
+        self.slots = (lambda: slot_directory(cluster.sentinel.pid)) if cluster else None
         self.stopped = threading.Event()
+
+    def record_workers(self, stopping: bool = False) -> None:
+        from jobs.metrics import record_worker_host
+
+        if self.worker_pids is None:
+            return
+        try:
+            record_worker_host(None if stopping else len(set(self.worker_pids()) & slot_holders(self.slots())))
+        except Exception:
+            logger.warning("could not record this host's workers", exc_info=True)
 
     def run(self) -> None:
         from jobs.recovery import reap_lost_jobs
 
         # Several hosts' reapers may run at once: recovery is a conditional update, so one wins.
         self.beat()
+        self.record_workers()
         while not self.stopped.wait(self.interval):
             self.beat()
+            self.record_workers()
             try:
                 counts = reap_lost_jobs()
             except Exception:
@@ -186,6 +202,7 @@ class Reaper(threading.Thread):
             cluster_gone(cluster_beat_name())
         except Exception:
             logger.warning("could not remove this cluster's beat", exc_info=True)
+        self.record_workers(stopping=True)
         connection.close()
 
     def beat(self) -> None:
@@ -213,10 +230,11 @@ class Command(DjangoQClusterCommand):
             cluster.stop()
             return
         # Started only now: the sentinel is forked, and this process forks nothing more.
-        reaper = Reaper(settings.VIDEOGEN_REAPER_INTERVAL)
+        reaper = Reaper(settings.VIDEOGEN_REAPER_INTERVAL, cluster)
         reaper.start()
         # The stop happens in the signal handler (in this thread); then the sentinel exits.
         while cluster.sentinel.is_alive():
             cluster.sentinel.join(1)
         reaper.stopped.set()
+        # Let it take this cluster's workers off the metrics (a reap in progress takes milliseconds).
         reaper.join(5)

@@ -1,0 +1,212 @@
+"""
+HTTP throughput and latency of the API as served: gunicorn started as
+`make run` starts it (gthread, 2 workers x 4 threads, our logger), loaded with
+a fixed concurrency for a fixed time (in alternating rounds; medians), against a bare Django view on the same
+settings served the same way (bench/bare.py), run alongside as the baseline.
+
+    .venv/bin/python bench/api.py                          # GET /job, keys off and on (issue 12)
+    .venv/bin/python bench/api.py --duration 20 --connections 16
+    .venv/bin/python bench/api.py --path '/api/v1/videos?user_id=alice' --path /api/v1/models
+    .venv/bin/python bench/api.py --server-arg=--workers=4 --env VIDEOGEN_LOG_LEVEL=WARNING
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python bench/api.py
+
+It builds a throwaway database (a temporary SQLite file, or Django's test
+database `test_<name>` for DATABASE_URL, dropped at the end) holding one
+user's jobs (--jobs, one of them named {job} in paths), and an API key for
+that user. Each path is measured in each auth mode (--auth, default none and
+api_key; with a key, user_id is dropped from the query and the key sent as a
+Bearer token). The load comes from wrk when it is installed (apt-get install
+wrk), else from a Python client with as many keep-alive connections. Prints
+requests/s, p50 and p99 latency, and each row's throughput as a ratio of the
+bare view's and of the same path with auth none.
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import http.client
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+DEFAULT_PATHS = ["/api/v1/job/{job}?user_id=alice"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", action="append", help="a path to load ({job}: a job of alice's); repeatable")
+    parser.add_argument("--auth", action="append", choices=["none", "api_key"], help="auth modes (default both)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each row, alternating; medians shown")
+    parser.add_argument("--jobs", type=int, default=1000, help="alice's jobs in the table")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra gunicorn argument; repeatable")
+    parser.add_argument("--env", action="append", default=[], help="NAME=value for the servers; repeatable")
+    parser.add_argument("--python-client", action="store_true", help="the Python client even if wrk is installed")
+    args = parser.parse_args()
+    paths = args.path or DEFAULT_PATHS
+    modes = args.auth or ["none", "api_key"]
+
+    data_dir = tempfile.mkdtemp(prefix="videogen-bench-")
+    os.environ["VIDEOGEN_DATA_DIR"] = data_dir
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
+    os.environ.setdefault("VIDEOGEN_LOG_LEVEL", "WARNING")
+    import django
+    from django.db import connection
+
+    django.setup()
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        job_id, key = _seed(args.jobs)
+        from tests.cluster import test_database_url
+
+        server_env = {
+            **os.environ, "DATABASE_URL": test_database_url(), **dict(item.split("=", 1) for item in args.env),
+        }
+        connection.close()
+        client = "wrk" if shutil.which("wrk") and not args.python_client else "python"
+        scenarios = [("bare view", "-", "/bare", {}, server_env | {"DJANGO_SETTINGS_MODULE": "bench.bare"})]
+        for mode in modes:
+            for template in paths:
+                headers = {}
+                if mode == "api_key":
+                    template = _without_user_id(template)
+                    headers["Authorization"] = f"Bearer {key}"
+                scenarios.append((template, mode, template.format(job=job_id), headers, server_env | {"VIDEOGEN_AUTH": mode}))
+        # Every server runs at once and the rounds alternate between them, so
+        # that a busy neighbour on a shared machine slows every row alike;
+        # each figure is the median of the rounds.
+        runs: dict[int, list[dict]] = {index: [] for index in range(len(scenarios))}
+        with contextlib.ExitStack() as stack:
+            ports = {}
+            for label, mode, path, headers, env in scenarios:
+                key_env = (env.get("DJANGO_SETTINGS_MODULE"), env.get("VIDEOGEN_AUTH"))
+                if key_env not in ports:
+                    ports[key_env] = stack.enter_context(_server(env, args.server_arg, data_dir))
+            for _ in range(args.rounds):
+                for index, (label, mode, path, headers, env) in enumerate(scenarios):
+                    port = ports[(env.get("DJANGO_SETTINGS_MODULE"), env.get("VIDEOGEN_AUTH"))]
+                    runs[index].append(_load(client, port, path, headers, args))
+        results = [
+            (label, mode, {name: statistics.median(run[name] for run in runs[index]) for name in ("rps", "p50", "p99")})
+            for index, (label, mode, *_rest) in enumerate(scenarios)
+        ]
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+    print(f"{connection.vendor}, {args.connections} connections, {args.rounds} rounds of {args.duration:g} s, load from {client}, "
+          f"gunicorn {' '.join(args.server_arg) or '(make run options)'}, {os.cpu_count()} cores")
+    bare = results[0][2]["rps"]
+    by_path_none = {_without_user_id(path): figures["rps"] for path, mode, figures in results if mode == "none"}
+    print(f"{'path':52} {'auth':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ bare':>7} {'/ none':>7}")
+    for path, mode, figures in results:
+        none = by_path_none.get(_without_user_id(path))
+        vs_none = f"{figures['rps'] / none:7.2f}" if none and mode != "-" else f"{'':7}"
+        print(f"{path[:52]:52} {mode:8} {figures['rps']:8.0f} {figures['p50']:8.2f} {figures['p99']:8.2f} "
+              f"{figures['rps'] / bare:7.2f} {vs_none}")
+
+
+def _seed(jobs: int) -> tuple[str, str]:
+    from jobs.models import ApiKey, Status, VideoGenerationJob
+
+    rows = [
+        VideoGenerationJob(user_id="alice" if index % 2 else "bob", prompt=f"prompt {index}", model_name="tiny-random",
+                           num_frames=9, width=64, height=64, num_inference_steps=2, guidance_scale=4.5, seed=index,
+                           status=Status.COMPLETED if index % 3 else Status.PENDING)
+        for index in range(jobs * 2)
+    ]
+    VideoGenerationJob.objects.bulk_create(rows, batch_size=1000)
+    _, key = ApiKey.issue(user_id="alice", name="bench")
+    return str(rows[1].id), key
+
+
+def _without_user_id(path: str) -> str:
+    parts = urlsplit(path)
+    query = urlencode([(name, value) for name, value in parse_qsl(parts.query) if name != "user_id"], safe="{}")
+    return parts.path + (f"?{query}" if query else "")
+
+
+@contextlib.contextmanager
+def _server(env: dict, extra: list[str], data_dir: str):
+    from tests.server import gunicorn
+
+    log = Path(data_dir) / "gunicorn.log"
+    with gunicorn(log, env | {"VIDEOGEN_DATA_DIR": data_dir}, workers=2,
+                  args=["--access-logfile", "/dev/null", *extra]) as server:
+        yield server.port
+
+
+def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
+    url = f"http://127.0.0.1:{port}{path}"
+    _check(port, path, headers)
+    if client == "wrk":
+        command = ["wrk", f"-t{min(args.connections, 2)}", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency"]
+        for name, value in headers.items():
+            command += ["-H", f"{name}: {value}"]
+        out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+        if "Non-2xx" in out:
+            raise SystemExit(f"errors under load on {path}:\n{out}")
+        return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                "p50": _wrk_ms(out, "50%"), "p99": _wrk_ms(out, "99%")}
+    return _python_load(port, path, headers, args.connections, args.duration)
+
+
+def _check(port: int, path: str, headers: dict) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    if response.status != 200:
+        raise SystemExit(f"{path} answered {response.status}: {body[:300]!r}")
+
+
+def _wrk_ms(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _python_load(port: int, path: str, headers: dict, connections: int, duration: float) -> dict:
+    latencies: list[float] = []
+    errors: list[int] = []
+    deadline = time.monotonic() + duration
+
+    def worker():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            if response.status != 200:
+                errors.append(response.status)
+        latencies.extend(mine)
+        connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit(f"{len(errors)} errors under load on {path}: {sorted(set(errors))}")
+    ordered = sorted(latencies)
+    return {"rps": len(ordered) / (time.monotonic() - started), "p50": statistics.median(ordered) * 1000,
+            "p99": ordered[int(0.99 * (len(ordered) - 1))] * 1000}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""
+Prometheus metrics (VIDEOGEN_METRICS=true), served at /metrics.
+
+Two sources, each correct however many processes there are:
+- HTTP requests, counted in the gunicorn workers with prometheus_client's
+  multiprocess mode (files under PROMETHEUS_MULTIPROC_DIR, summed at scrape):
+  a per-request database write would cost every request.
+- Jobs, counted in the database (MetricSeries) where their status changes, by
+  whichever process changes it (API, worker, reaper, admin, on any host); the
+  gauges are read from the jobs table through the status index, and worker
+  liveness and GPU memory from the small tables the workers write. A scrape
+  reads a few hundred rows, never the whole jobs table.
+"""
+
+import datetime
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+# Seconds. A job runs for seconds (tiny models) to an hour; it waits for
+# milliseconds (an idle worker) to hours (a backlog).
+DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HELP = {
+    "videogen_jobs_submitted_total": ("counter", "Jobs accepted by POST /generate."),
+    "videogen_jobs_finished_total": ("counter", "Jobs that finished, by final status and error code."),
+    "videogen_job_duration_seconds": ("histogram", "Running to finished, per run that had started."),
+    "videogen_job_wait_seconds": ("histogram", "Submitted to started."),
+    "videogen_jobs_pending": ("gauge", "Jobs waiting for a worker."),
+    "videogen_jobs_running": ("gauge", "Jobs a worker is running."),
+    "videogen_workers_alive": ("gauge", "Worker processes of each host's qcluster, as its parent last saw them."),
+    "videogen_gpu_memory_used_bytes": ("gauge", "CUDA memory reserved by the workers on each device."),
+    "videogen_gpu_memory_peak_bytes": ("gauge", "The most CUDA memory the workers on each device have reserved."),
+}
+
+
+def label_text(**labels: str) -> str:
+    return ",".join(f'{name}="{_escape(str(value))}"' for name, value in sorted(labels.items()))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+# --- Recording job events (any process) ---------------------------------------
+
+
+def _add(rows: list[tuple[str, str, float]]) -> None:
+    """Add to database series, creating them at need; never fails the caller over a metric."""
+    sql = (
+        "INSERT INTO videogen_metric_series (name, labels, value) VALUES (%s, %s, %s) "
+        "ON CONFLICT (name, labels) DO UPDATE SET value = videogen_metric_series.value + excluded.value"
+    )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+    except DatabaseError:
+        logger.warning("could not record metrics %s", sorted({row[0] for row in rows}), exc_info=True)
+
+
+def _histogram(name: str, buckets: tuple, seconds: float, **labels: str) -> list[tuple[str, str, float]]:
+    rows = [(f"{name}_bucket", label_text(**labels, le=_number(le)), 1.0) for le in buckets if seconds <= le]
+    rows.append((f"{name}_bucket", label_text(**labels, le="+Inf"), 1.0))
+    rows.append((f"{name}_sum", label_text(**labels), max(seconds, 0.0)))
+    rows.append((f"{name}_count", label_text(**labels), 1.0))
+    return rows
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def record_submitted(model: str) -> None:
+    _add([("videogen_jobs_submitted_total", label_text(model=model), 1.0)])
+
+
+def record_transition(job, to: str) -> None:
+    """Called by VideoGenerationJob.transition() after the job moved to `to`."""
+    from jobs.models import FINISHED, Status
+
+    rows = []
+    if to == Status.RUNNING and job.started_at and job.submitted_at:
+        wait = (job.started_at - job.submitted_at).total_seconds()
+        rows += _histogram("videogen_job_wait_seconds", WAIT_BUCKETS, wait, model=job.model_name)
+    elif to in FINISHED:
+        rows.append((
+            "videogen_jobs_finished_total",
+            label_text(model=job.model_name, status=str(to), error_code=job.error_code or ""),
+            1.0,
+        ))
+        if job.started_at and job.completed_at:
+            duration = (job.completed_at - job.started_at).total_seconds()
+            rows += _histogram("videogen_job_duration_seconds", DURATION_BUCKETS, duration, model=job.model_name)
+    if rows:
+        _add(rows)
+
+
+def record_worker_host(workers: int | None) -> None:
+    """From a qcluster parent: its live workers; None when it stops (its row goes)."""
+    from jobs.models import WorkerHost
+    from jobs.recovery import worker_name
+
+    cluster = worker_name()
+    if workers is None:
+        WorkerHost.objects.filter(cluster=cluster).delete()
+        return
+    WorkerHost.objects.update_or_create(
+        cluster=cluster,
+        defaults={"host": settings.VIDEOGEN_WORKER_HOST, "workers": workers, "beat_at": timezone.now()},
+    )
+
+
+def record_gpu_memory(worker: str, device: str) -> None:
+    """In a worker process on CUDA: its reserved and peak-reserved memory on its device."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    from jobs.models import WorkerGpu
+
+    if not torch.cuda.is_initialized():
+        return
+    try:
+        WorkerGpu.objects.update_or_create(
+            worker=worker,
+            defaults={
+                "host": settings.VIDEOGEN_WORKER_HOST,
+                "device": device,
+                "used_bytes": torch.cuda.memory_reserved(),
+                "peak_bytes": torch.cuda.max_memory_reserved(),
+                "updated_at": timezone.now(),
+            },
+        )
+    except DatabaseError:
+        logger.warning("could not record GPU memory", exc_info=True)
+
+
+# --- HTTP (gunicorn workers, multiprocess) ------------------------------------
+
+_http = None
+
+
+def _http_metrics():
+    global _http
+    if _http is None:
+        from prometheus_client import Counter, Histogram
+
+        _http = (
+            Counter("videogen_http_requests", "HTTP requests answered.", ["view", "method", "status"]),
+            Histogram("videogen_http_request_duration_seconds", "Time to answer, by view.", ["view", "method"],
+                      buckets=HTTP_BUCKETS),
+        )
+    return _http
+
+
+class MetricsMiddleware:
+    """Counts and times every request (installed only with VIDEOGEN_METRICS=true)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = (match.url_name or match.view_name) if match else "unmatched"
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        requests, latency = _http_metrics()
+        requests.labels(view, method, str(response.status_code)).inc()
+        latency.labels(view, method).observe(time.perf_counter() - started)
+        return response
+
+
+# Anything else is "other", so that clients cannot create series at will.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+# --- The scrape ---------------------------------------------------------------
+
+
+def render() -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry).decode() + render_jobs()
+
+
+def render_jobs() -> str:
+    from generation.registry import served_models
+    from jobs.models import ACTIVE, MetricSeries, Status, VideoGenerationJob, WorkerGpu, WorkerHost
+
+    samples: dict[str, list[str]] = {name: [] for name in HELP}
+    for name, labels, value in MetricSeries.objects.order_by("name", "labels").values_list("name", "labels", "value"):
+        family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        samples.setdefault(family, []).append(f"{name}{{{labels}}} {_value(value)}")
+
+    # The gauges read active jobs only (the status index), every served model
+    # shown, 0 included, so a dashboard sees a queue drain to nothing.
+    active = {(model, status): 0 for model in served_models() for status in ACTIVE}
+    counts = VideoGenerationJob.objects.filter(status__in=ACTIVE).values_list("model_name", "status").annotate(n=Count("pk"))
+    for model, status, count in counts.order_by():
+        active[(model, status)] = count
+    for (model, status), count in sorted(active.items()):
+        family = "videogen_jobs_pending" if status == Status.PENDING else "videogen_jobs_running"
+        samples[family].append(f"{family}{{{label_text(model=model)}}} {count}")
+
+    # A host whose parent has not written for three reaper intervals is gone.
+    fresh = timezone.now() - datetime.timedelta(seconds=3 * settings.VIDEOGEN_REAPER_INTERVAL + 5)
+    hosts: dict[str, int] = {}
+    for host, workers, beat_at in WorkerHost.objects.order_by("host").values_list("host", "workers", "beat_at"):
+        hosts[host] = hosts.get(host, 0) + (workers if beat_at >= fresh else 0)
+    for host, alive in hosts.items():
+        samples["videogen_workers_alive"].append(f"videogen_workers_alive{{{label_text(host=host)}}} {alive}")
+
+    gpu_fresh = timezone.now() - datetime.timedelta(seconds=3 * settings.VIDEOGEN_HEARTBEAT_INTERVAL + 60)
+    per_device: dict[tuple[str, str], list[int]] = {}
+    for row in WorkerGpu.objects.filter(updated_at__gte=gpu_fresh).order_by("host", "device"):
+        totals = per_device.setdefault((row.host, row.device), [0, 0])
+        totals[0] += row.used_bytes
+        totals[1] += row.peak_bytes
+    for (host, device), (used, peak) in per_device.items():
+        labels = label_text(host=host, device=device)
+        samples["videogen_gpu_memory_used_bytes"].append(f"videogen_gpu_memory_used_bytes{{{labels}}} {used}")
+        samples["videogen_gpu_memory_peak_bytes"].append(f"videogen_gpu_memory_peak_bytes{{{labels}}} {peak}")
+
+    lines = []
+    for family, rows in samples.items():
+        kind, text = HELP.get(family, ("untyped", ""))
+        lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}", *rows]
+    return "\n".join(lines) + "\n"
+
+
+def _value(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
