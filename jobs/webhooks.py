@@ -153,6 +153,8 @@ class Outcome:
     latency_ms: int
     body: str = ""
     error: str = ""
+    # The URL was refused (a non-public address): asking again would only probe.
+    refused: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -162,6 +164,8 @@ class Outcome:
     def retryable(self) -> bool:
         # No answer (timeout, refused, reset), a server error or "slow down".
         # Other answers (4xx, and 3xx: redirects are not followed) are final.
+        if self.refused:
+            return False
         return self.status_code is None or self.status_code >= 500 or self.status_code == 429
 
 
@@ -199,7 +203,7 @@ def send(url: str, event_id: str, payload: str) -> Outcome:
         body = response.read(BODY_KEPT).decode("utf-8", "replace")
         return Outcome(response.status, _elapsed_ms(started), body=body)
     except RefusedURL as exc:
-        return Outcome(None, _elapsed_ms(started), error=f"refused: {exc}")
+        return Outcome(None, _elapsed_ms(started), error=f"refused: {exc}", refused=True)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         if time.monotonic() - started >= timeout:
             return Outcome(None, _elapsed_ms(started), error=f"timed out after {timeout:g} s")
@@ -350,7 +354,8 @@ def _record(event: WebhookEvent, outcome: Outcome) -> tuple[str, float]:
     if outcome.delivered:
         fields = {"state": WebhookEvent.State.DELIVERED, "delivered_at": now, "last_error": ""}
     elif not outcome.retryable:
-        fields = {"state": WebhookEvent.State.FAILED, "last_error": f"the receiver answered {outcome.status_code}"}
+        why = outcome.error or f"the receiver answered {outcome.status_code}"
+        fields = {"state": WebhookEvent.State.FAILED, "last_error": why}
     else:
         delay = backoff(event.attempts)
         why = outcome.error or f"the receiver answered {outcome.status_code}"

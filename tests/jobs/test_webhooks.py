@@ -298,7 +298,7 @@ def test_the_address_connected_to_is_checked_again(make_job, receiver, settings,
         socket, "getaddrinfo",
         lambda host, *a, **k: real("127.0.0.1", *a, **k) if host == "rebind.example" else real(host, *a, **k),
     )
-    assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+    assert webhooks.deliver(event.id) == WebhookEvent.State.FAILED
     attempt = event.attempt_log.get()
     assert "refused" in attempt.error and "127.0.0.1" in attempt.error
     assert receiver.delivered("/ok") == []
