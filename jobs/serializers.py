@@ -111,9 +111,16 @@ class GenerationRequest(serializers.Serializer):
     )
     seed = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
     num_videos_per_prompt = StrictIntegerField(required=False, default=1, min_value=1)
-    webhook_url = StrictCharField(required=False, max_length=MAX_WEBHOOK_URL_LENGTH)
+    webhook_url = StrictCharField(
+        required=False,
+        max_length=MAX_WEBHOOK_URL_LENGTH,
+        help_text="Called with a signed Standard Webhooks POST on the job's events: https, a public host.",
+    )
     webhook_events = serializers.ListField(
-        child=serializers.ChoiceField(choices=WEBHOOK_EVENT_CHOICES), required=False, allow_empty=False
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENT_CHOICES),
+        required=False,
+        allow_empty=False,
+        help_text="Which events to send; default completed, failed and cancelled.",
     )
 
     def validate_webhook_url(self, value: str) -> str:
