@@ -332,6 +332,7 @@ def deliver(event_id: str) -> str:
     Attempt the event until it is delivered, fails, or its next retry is far
     enough off to leave to the sweep. Returns the event's state.
     """
+    started = time.monotonic()
     while True:
         event = _claim(event_id)
         if event is None:
@@ -343,7 +344,9 @@ def deliver(event_id: str) -> str:
             event.id, event.type, event.job_id, event.attempts,
             outcome.status_code or outcome.error, outcome.latency_ms, state,
         )
-        if state != WebhookEvent.State.PENDING or delay > INLINE_BACKOFF:
+        # Well inside the webhook cluster's task timeout (120 s): a long run
+        # of quick retries is left to the sweep too.
+        if state != WebhookEvent.State.PENDING or delay > INLINE_BACKOFF or time.monotonic() - started > 60:
             return state
         time.sleep(delay)
 
