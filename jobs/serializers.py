@@ -336,5 +336,6 @@ class VideoInfo(JobSerializer):
             "height",
             "seed",
             "video_duration_seconds",
+            "expires_at",
         ]
         read_only_fields = fields
