@@ -20,7 +20,8 @@ setup: $(INSTALLED)
 migrate: $(INSTALLED)
 	$(PY) manage.py migrate --noinput
 
-# The API and one django-q2 worker, in the foreground. Ctrl-C stops both (a
+# The API, one django-q2 worker, and the webhook cluster (its own queue, so a
+# delivery never waits behind a generation), in the foreground. Ctrl-C stops all (a
 # running job is handed back to the queue at its next step, and the next
 # `make run` finishes it); if either dies, the other is stopped too.
 # Background jobs of a script ignore SIGINT, hence the trap.
@@ -45,8 +46,9 @@ run: migrate
 	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ and a qcluster (one worker per device, VIDEOGEN_DEVICES). Ctrl-C stops both."
 	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
 	@$(PY) manage.py qcluster & worker=$$!; \
+	Q_CLUSTER_NAME=$${VIDEOGEN_WEBHOOK_QUEUE:-videogen-webhooks} $(PY) manage.py qcluster & hooks=$$!; \
 	$(GUNICORN) & web=$$!; \
-	trap 'kill -INT $$web 2>/dev/null; kill -TERM $$worker 2>/dev/null; wait $$worker $$web' INT TERM EXIT; \
+	trap 'kill -INT $$web 2>/dev/null; kill -TERM $$worker $$hooks 2>/dev/null; wait $$worker $$hooks $$web' INT TERM EXIT; \
 	wait -n
 
 test: $(INSTALLED)

@@ -108,6 +108,11 @@ def install_shutdown_handler() -> None:
 @receiver(post_spawn)
 def start_worker(sender, proc_name, **kwargs) -> None:
     install_shutdown_handler()
+    from django_q.conf import Conf
+
+    if Conf.CLUSTER_NAME == settings.VIDEOGEN_WEBHOOK_QUEUE:
+        # A webhook worker only sends HTTP requests: no device slot, no jobs to recover.
+        return
     # The worker's parent is the cluster's sentinel: slots are per cluster.
     slot = take_slot(os.getppid())
     logger.info("%s (pid %d) is worker slot %d on %s", proc_name, os.getpid(), slot.index, slot.device)

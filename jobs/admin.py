@@ -23,8 +23,10 @@ from django.utils.text import Truncator, capfirst
 
 from generation.registry import registry
 from jobs.estimates import queue_standing
-from jobs.models import ApiKey, Status, UserWeight, VideoGenerationJob
+from jobs.models import ApiKey, Status, UserWeight, VideoGenerationJob, WebhookAttempt, WebhookEvent
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
+from jobs.services import job_delete
+from jobs.webhooks import resend
 
 # Counting stops here: past it a list says "more than 10,000" instead of
 # scanning every matching row on every page load.
@@ -235,6 +237,77 @@ class FailureClassFilter(admin.ChoicesFieldListFilter):
         self.title = "failure class"
 
 
+class ExpiredFilter(admin.SimpleListFilter):
+    title = "files expired"
+    parameter_name = "expired"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Expired (files removed)"), ("no", "Kept")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(expired_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(expired_at__isnull=True)
+        return queryset
+
+
+class WebhookEventInline(admin.TabularInline):
+    """The job's webhook deliveries; each links to its attempts and the action that sends it again."""
+
+    model = WebhookEvent
+    fields = ["event_link", "type", "state", "attempts", "created_at", "next_attempt_at", "delivered_at", "last_error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="event")
+    def event_link(self, event: WebhookEvent) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("admin:jobs_webhookevent_change", args=[event.pk]), event.pk)
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["attempted_at", "status_code", "latency_ms", "response_body", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ["id", "type", "job", "state", "attempts", "created_at", "next_attempt_at", "delivered_at"]
+    list_filter = ["state", "type"]
+    search_fields = ["id__exact", "job__id__exact"]
+    ordering = ["-created_at"]
+    list_select_related = ["job"]
+    show_facets = admin.ShowFacets.NEVER
+    actions = ["send_again"]
+    inlines = [WebhookAttemptInline]
+    fields = ["id", "job", "type", "url", "state", "attempts", "created_at", "next_attempt_at", "retry_until",
+              "delivered_at", "last_error", "payload"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Events go with their job.
+        return False
+
+    @admin.action(description="Send selected webhook events again", permissions=["change"])
+    def send_again(self, request, queryset) -> None:
+        sent = sum(resend(event) for event in queryset[:ACTION_LIMIT])
+        self.message_user(request, f"Queued {sent} event{'' if sent == 1 else 's'} to be sent again.", messages.SUCCESS)
+
+
 @admin.register(VideoGenerationJob)
 class VideoGenerationJobAdmin(admin.ModelAdmin):
     list_display = [
@@ -250,7 +323,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
         "thumbnail",
     ]
     list_display_links = ["short_id"]
-    list_filter = [UserIdFilter, "status", ModelNameFilter, ("error_code", FailureClassFilter)]
+    list_filter = [UserIdFilter, "status", ModelNameFilter, ("error_code", FailureClassFilter), ExpiredFilter]
     date_hierarchy = "submitted_at"
     # An exact user_id (ids are exact), or a substring of the prompt.
     search_fields = ["user_id__exact", "prompt"]
@@ -275,15 +348,20 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
             "Parameters",
             {"fields": ["fps", "num_frames", "width", "height", "num_inference_steps", "guidance_scale", "seed"]},
         ),
-        ("Timestamps", {"fields": ["submitted_at", "started_at", "completed_at", "run_time"]}),
+        ("Timestamps", {"fields": ["submitted_at", "started_at", "completed_at", "run_time", "expires_at",
+                                   "expired_at"]}),
+        ("Webhook", {"fields": ["webhook_url", "webhook_events"]}),
         ("Result", {"fields": ["error_code", "error_text", "video_player", "poster_image", "file_size_bytes",
                                "video_duration_seconds"]}),
         ("Worker", {"classes": ["collapse"], "fields": ["worker", "heartbeat_at", "run_info"]}),
     ]
 
+    inlines = [WebhookEventInline]
+
     # Jobs are made by the API and change only through their services:
-    # nothing on the job page is editable, and nothing is added or deleted
-    # here (deleting a row would leave its video in storage).
+    # nothing on the job page is editable, and nothing is added here. A
+    # delete goes through job_delete, as DELETE /job does: the job is
+    # cancelled if active, and its files go with it.
     def get_readonly_fields(self, request, obj=None):
         return [name for fieldset in self.fieldsets for name in fieldset[1]["fields"]]
 
@@ -293,8 +371,12 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    def delete_model(self, request, obj: VideoGenerationJob) -> None:
+        job_delete(obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for job in queryset:
+            job_delete(job)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context.update({"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False})

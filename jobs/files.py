@@ -158,3 +158,22 @@ def presigned_url(stored: FieldFile, *, content_type: str, filename: str) -> str
         },
         expire=settings.VIDEOGEN_S3_URL_EXPIRY,
     )
+
+
+def delete_files(names: list[str]) -> None:
+    """
+    Remove stored files by name (a job's video, poster, preview). One that is
+    already gone is fine; StorageUnavailable when the storage refuses, so
+    the caller keeps the row that names them instead of orphaning them.
+    """
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        if not name:
+            continue
+        try:
+            default_storage.delete(name)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise StorageUnavailable(f"could not delete {name}: {exc}") from exc

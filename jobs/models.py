@@ -2,9 +2,10 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from datetime import timedelta
 
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -18,6 +19,9 @@ class Status(models.TextChoices):
 
 FINISHED = {Status.COMPLETED, Status.FAILED, Status.CANCELLED}
 ACTIVE = {Status.PENDING, Status.RUNNING}
+# The states a webhook can announce (webhook_events), as job.<status> events.
+WEBHOOK_STATUSES = (Status.RUNNING, Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+DEFAULT_WEBHOOK_EVENTS = [Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value]
 
 
 class ErrorCode(models.TextChoices):
@@ -103,6 +107,11 @@ class VideoGenerationJob(models.Model):
     # current_step: a running job's own step rate (jobs/estimates.py).
     first_step_at = models.DateTimeField(null=True, blank=True)
     stepped_at = models.DateTimeField(null=True, blank=True)
+    # Where to send this job's events (jobs.webhooks), and which of them.
+    webhook_url = models.CharField(max_length=2000, blank=True, default="")
+    webhook_events = models.JSONField(default=list, blank=True)
+    # When VIDEOGEN_RETENTION_DAYS removed the job's files (the row stays).
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -165,9 +174,16 @@ class VideoGenerationJob(models.Model):
         rows = type(self).objects.filter(pk=self.pk, status__in=list(from_))
         if where is not None:
             rows = rows.filter(where)
-        updated = rows.update(status=to, **fields)
-        if updated != 1:
-            return False
+        with transaction.atomic():
+            updated = rows.update(status=to, **fields)
+            if updated != 1:
+                return False
+            # In the same transaction: a state change whose event is lost
+            # cannot commit, nor an event for a change that did not.
+            if to in WEBHOOK_STATUSES:
+                from jobs.webhooks import record_event
+
+                record_event(self.pk, to)
         self.status = to
         expressions = []
         for name, value in fields.items():
@@ -199,6 +215,18 @@ class VideoGenerationJob(models.Model):
             for name, value in fields.items():
                 setattr(self, name, value)
         return still_running
+
+    @property
+    def expires_at(self):
+        """When VIDEOGEN_RETENTION_DAYS removes (or removed) a completed job's files; None if never."""
+        from django.conf import settings
+
+        if self.expired_at is not None:
+            return self.expired_at
+        days = settings.VIDEOGEN_RETENTION_DAYS
+        if self.status != Status.COMPLETED or days is None or self.completed_at is None:
+            return None
+        return self.completed_at + timedelta(days=days)
 
     @property
     def is_finished(self) -> bool:
@@ -356,3 +384,61 @@ class WorkerGpu(models.Model):
 
     class Meta:
         db_table = "videogen_worker_gpus"
+
+
+class WebhookEvent(models.Model):
+    """
+    One event to send to a job's webhook_url: recorded with the state change,
+    delivered by jobs.webhooks on its own queue until the receiver takes it
+    or retries run out. Deleting the job deletes its events, which stops
+    their retries.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # to be sent (again) at next_attempt_at
+        DELIVERED = "delivered"  # the receiver answered 2xx
+        FAILED = "failed"  # a 4xx other than 429, or retries ran out
+
+    # The webhook-id header: the same on every attempt, so receivers can
+    # drop duplicates (delivery is at least once).
+    id = models.CharField(primary_key=True, max_length=40)
+    job = models.ForeignKey(VideoGenerationJob, on_delete=models.CASCADE, related_name="webhook_events_sent")
+    type = models.CharField(max_length=32)
+    url = models.CharField(max_length=2000)
+    # The exact body that is signed and sent on every attempt.
+    payload = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # Retries stop after this (VIDEOGEN_WEBHOOK_RETRY_HOURS after the event, or after a resend).
+    retry_until = models.DateTimeField()
+    # An attempt in flight holds the event until then (a dead worker's hold expires).
+    locked_until = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "webhook_events"
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
+
+
+class WebhookAttempt(models.Model):
+    """One HTTP request of a delivery, as the admin shows it."""
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="attempt_log")
+    attempted_at = models.DateTimeField(default=timezone.now)
+    # None when no response came (timeout, refused, connection closed).
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField()
+    # The first 1 KB of the response body, or what went wrong.
+    response_body = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "webhook_attempts"
+        ordering = ["attempted_at", "id"]

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from generation.registry import served_models
 from jobs.estimates import estimated_completion_at, queue_standing
-from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_STATUSES, ErrorCode, Status, VideoGenerationJob
 
 # The original API's bounds; a model's own bounds may be tighter.
 FPS_RANGE = (1, 60)
@@ -23,6 +23,8 @@ FRAMES_RANGE = (1, 200)
 GUIDANCE_RANGE = (0.1, 20.0)
 SEED_MAX = 2**63 - 1
 USER_ID_MAX_LENGTH = 100
+MAX_WEBHOOK_URL_LENGTH = 2000
+WEBHOOK_EVENT_CHOICES = [status.value for status in WEBHOOK_STATUSES]
 
 STATUS_MESSAGES = {
     Status.PENDING: "Job is pending",
@@ -112,6 +114,31 @@ class GenerationRequest(serializers.Serializer):
     )
     seed = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
     num_videos_per_prompt = StrictIntegerField(required=False, default=1, min_value=1)
+    webhook_url = StrictCharField(
+        required=False,
+        max_length=MAX_WEBHOOK_URL_LENGTH,
+        help_text="Called with a signed Standard Webhooks POST on the job's events: https, a public host.",
+    )
+    webhook_events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENT_CHOICES),
+        required=False,
+        allow_empty=False,
+        help_text="Which events to send; default completed, failed and cancelled.",
+    )
+
+    def validate_webhook_url(self, value: str) -> str:
+        from jobs.webhooks import RefusedURL, check_url
+
+        if not settings.VIDEOGEN_WEBHOOK_SECRET:
+            raise serializers.ValidationError("This server sends no webhooks (VIDEOGEN_WEBHOOK_SECRET is unset).")
+        try:
+            check_url(value)
+        except RefusedURL as exc:
+            raise serializers.ValidationError(str(exc))
+        return value
+
+    def validate_webhook_events(self, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
     def validate_num_videos_per_prompt(self, value: int) -> int:
         if value != 1:
@@ -135,6 +162,10 @@ class GenerationRequest(serializers.Serializer):
         for name in ("width", "height", "num_frames", "num_inference_steps", "guidance_scale", "fps"):
             data.setdefault(name, getattr(spec, name))
         errors: dict[str, list[str]] = {}
+        if "webhook_url" in data:
+            data.setdefault("webhook_events", list(DEFAULT_WEBHOOK_EVENTS))
+        elif "webhook_events" in data:
+            errors["webhook_events"] = ["webhook_events needs a webhook_url to send them to."]
 
         if data["num_frames"] > spec.max_frames:
             errors["num_frames"] = [f"Model {spec.name} makes at most {spec.max_frames} frames."]
@@ -184,6 +215,12 @@ class JobSerializer(serializers.ModelSerializer):
     poster_url = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField()
     run_info = PublicRunInfoField(read_only=True)
+    # null without a webhook; the events it sends otherwise.
+    webhook_url = serializers.SerializerMethodField()
+    webhook_events = serializers.ListField(child=serializers.CharField(), read_only=True)
+    # When a completed job's files are (or were) removed under VIDEOGEN_RETENTION_DAYS; null: kept.
+    expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    expired_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = VideoGenerationJob
@@ -218,8 +255,15 @@ class JobSerializer(serializers.ModelSerializer):
             "file_size_bytes",
             "video_duration_seconds",
             "run_info",
+            "webhook_url",
+            "webhook_events",
+            "expires_at",
+            "expired_at",
         ]
         read_only_fields = fields
+
+    def get_webhook_url(self, job: VideoGenerationJob) -> str | None:
+        return job.webhook_url or None
 
     def get_message(self, job: VideoGenerationJob) -> str:
         if job.status == Status.FAILED:
@@ -247,7 +291,8 @@ class JobSerializer(serializers.ModelSerializer):
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+        # Outside a request (a webhook's payload), VIDEOGEN_PUBLIC_URL.
+        return request.build_absolute_uri(path) if request else settings.VIDEOGEN_PUBLIC_URL + path
 
 
 class JobStatusSerializer(JobSerializer):
@@ -327,5 +372,6 @@ class VideoInfo(JobSerializer):
             "height",
             "seed",
             "video_duration_seconds",
+            "expires_at",
         ]
         read_only_fields = fields

@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from jobs.files import delete_files
 from jobs.models import ACTIVE, Status, VideoGenerationJob
 from jobs.metrics import record_submitted
 from videogen.logformat import log_fields
@@ -72,6 +73,8 @@ def job_create(
     negative_prompt: str = "",
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    webhook_url: str = "",
+    webhook_events: list[str] | None = None,
 ) -> tuple[VideoGenerationJob, bool]:
     """
     Record a job and queue its generation once the row is committed. Returns
@@ -108,6 +111,8 @@ def job_create(
                     seed=secrets.randbelow(SEED_RANGE) if seed is None else seed,
                     idempotency_key=idempotency_key,
                     request_fingerprint=fingerprint,
+                    webhook_url=webhook_url,
+                    webhook_events=webhook_events or [],
                 )
                 # A worker must never pick up a task for a row it cannot see yet.
                 transaction.on_commit(lambda: job_submitted(job))
@@ -189,6 +194,26 @@ def job_cancel(job: VideoGenerationJob) -> bool:
     no video. False when the job had already finished.
     """
     return job.transition(Status.CANCELLED, from_=ACTIVE, completed_at=timezone.now())
+
+
+def job_delete(job: VideoGenerationJob) -> bool:
+    """
+    Delete the job: cancel it if it is active (its worker stops at the next
+    step and keeps nothing), remove its files, then its row and with it its
+    webhook events, which stops their retries. False when it was already
+    gone. Raises StorageUnavailable, keeping the row, when the files cannot
+    be removed, so no file is left that no row names.
+    """
+    job_cancel(job)
+    # Read after the cancel: no worker can complete the job any more, so
+    # these are all the files it will ever have.
+    names = VideoGenerationJob.objects.filter(pk=job.pk).values_list("video", "poster", "preview").first()
+    if names is None:
+        return False
+    delete_files(list(names))
+    deleted, _ = VideoGenerationJob.objects.filter(pk=job.pk).delete()
+    logger.info("job=%s user_id=%s deleted with its files", job.id, job.user_id)
+    return deleted > 0
 
 
 def job_rerun(job: VideoGenerationJob) -> bool:

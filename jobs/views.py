@@ -36,6 +36,7 @@ from jobs.services import (
     IdempotencyKeyReused,
     job_cancel,
     job_create,
+    job_delete,
     request_fingerprint,
 )
 from videogen.logformat import log_fields
@@ -199,6 +200,8 @@ class GenerateView(APIView):
                 seed=data["seed"],
                 idempotency_key=key,
                 fingerprint=request_fingerprint(data) if key else "",
+                webhook_url=data.get("webhook_url", ""),
+                webhook_events=data.get("webhook_events"),
             )
         except IdempotencyKeyReused as exc:
             return json_error(422, str(exc))
@@ -224,6 +227,26 @@ class JobView(APIView):
     def get(self, request, job_id):
         job = get_visible_job(request, job_id)
         return Response(JobStatusSerializer(job, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="job_delete",
+        parameters=[schema.USER_ID],
+        responses={204: None, **schema.COMMON_ERRORS},
+        description="Delete the job, its files and its webhook events; an active job is cancelled first.",
+    )
+    def delete(self, request, job_id):
+        job = get_visible_job(request, job_id)
+        try:
+            deleted = job_delete(job)
+        except StorageUnavailable:
+            logger.exception("job=%s user_id=%s: storage unavailable deleting its files", job.id, job.user_id)
+            response = json_error(503, "The file storage is unavailable; the job was not deleted. Try again shortly.")
+            response["Retry-After"] = "5"
+            return response
+        if not deleted:
+            # Deleted by another request meanwhile: as if it never was.
+            raise exceptions.NotFound(NO_SUCH_JOB)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class VideoCursorPagination(CursorPagination):
@@ -359,6 +382,14 @@ class _JobFileView(APIView):
                 f"The job is {job.status}; its video can be downloaded once it is completed.",
                 job_id=str(job.id),
                 status=job.status,
+            )
+        if job.expired_at is not None:
+            return json_error(
+                410,
+                f"This video expired on {job.expired_at:%Y-%m-%d}: this server keeps videos for a limited time "
+                "after they are made, and its files were removed.",
+                job_id=str(job.id),
+                expired_at=job.expired_at.isoformat(),
             )
         stored = getattr(job, self.field_name)
         if not stored:

@@ -389,3 +389,35 @@ def test_a_url_lifetime_out_of_bounds_stops_the_start(expiry):
 
     assert "ImproperlyConfigured" in loaded["error"] and "VIDEOGEN_S3_URL_EXPIRY" in loaded["error"]
 
+
+
+# --- Delete and retention remove the objects too.
+
+
+@pytest.mark.django_db
+def test_deleting_a_job_removes_its_objects_from_the_bucket(api, make_stored_job, bucket):
+    job = make_stored_job()
+    other = make_stored_job()
+    assert len(bucket.keys()) == 6
+
+    assert api.delete(f"/api/v1/job/{job.id}?user_id=alice").status_code == 204
+
+    assert sorted(bucket.keys()) == sorted(
+        f"{folder}/{other.id}.{ext}" for folder, ext in [("videos", "mp4"), ("posters", "jpg"), ("previews", "webp")]
+    )
+
+
+@pytest.mark.django_db
+def test_expiry_removes_the_objects_and_keeps_the_row(api, make_stored_job, bucket, settings):
+    from datetime import timedelta
+
+    from jobs.retention import expire_outputs
+
+    settings.VIDEOGEN_RETENTION_DAYS = 1
+    job = make_stored_job()
+    VideoGenerationJob.objects.filter(pk=job.pk).update(completed_at=timezone.now() - timedelta(days=2))
+
+    assert [expired.pk for expired in expire_outputs()] == [job.pk]
+
+    assert bucket.keys() == []
+    assert api.get(f"/api/v1/download/{job.id}?user_id=alice").status_code == 410

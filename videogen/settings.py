@@ -307,6 +307,37 @@ VIDEOGEN_MAX_PROMPT_LENGTH = envint("VIDEOGEN_MAX_PROMPT_LENGTH", 2000, minimum=
 VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = envint("VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER", 20, minimum=1)
 # How long an Idempotency-Key names the job it created.
 VIDEOGEN_IDEMPOTENCY_TTL_HOURS = envint("VIDEOGEN_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
+
+# --- Webhooks and retention ---------------------------------------------------
+# The key deliveries are signed with (Standard Webhooks: "whsec_" and base64).
+# Unset, this server sends no webhooks and refuses a webhook_url at submit.
+VIDEOGEN_WEBHOOK_SECRET = envstr("VIDEOGEN_WEBHOOK_SECRET", "")
+if VIDEOGEN_WEBHOOK_SECRET:
+    import base64
+    import binascii
+
+    try:
+        if not VIDEOGEN_WEBHOOK_SECRET.startswith("whsec_") or not base64.b64decode(
+            VIDEOGEN_WEBHOOK_SECRET[len("whsec_"):], validate=True
+        ):
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise ImproperlyConfigured("VIDEOGEN_WEBHOOK_SECRET must be 'whsec_' followed by base64, e.g. whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+# Hosts a webhook_url may name although they resolve to loopback, private,
+# link-local or reserved addresses (an internal receiver), and the only hosts
+# a plain http:// URL may name.
+VIDEOGEN_WEBHOOK_ALLOWED_HOSTS = [host.lower() for host in envlist("VIDEOGEN_WEBHOOK_ALLOWED_HOSTS", [])]
+# Seconds one delivery attempt may take, connecting included.
+VIDEOGEN_WEBHOOK_TIMEOUT = envfloat("VIDEOGEN_WEBHOOK_TIMEOUT", 10.0)
+# Retries: the n-th waits a random time up to base * 2**(n-1) seconds (at most
+# an hour, at least half of that), until this many hours after the event.
+VIDEOGEN_WEBHOOK_RETRY_BASE = envfloat("VIDEOGEN_WEBHOOK_RETRY_BASE", 5.0)
+VIDEOGEN_WEBHOOK_RETRY_HOURS = envfloat("VIDEOGEN_WEBHOOK_RETRY_HOURS", 24.0)
+# The base URL of links in webhook payloads (video_url ...), e.g.
+# https://videos.example.com; unset, the links are paths.
+VIDEOGEN_PUBLIC_URL = envstr("VIDEOGEN_PUBLIC_URL", "").rstrip("/")
+# Days a finished job's video, poster and preview are kept; unset: forever.
+VIDEOGEN_RETENTION_DAYS = envint("VIDEOGEN_RETENTION_DAYS", 0, minimum=1) or None
 # Rows created before jobs had owners get this user_id in the backfill migration.
 VIDEOGEN_LEGACY_USER_ID = envstr("VIDEOGEN_LEGACY_USER_ID", "anonymous")
 
@@ -427,6 +458,21 @@ Q_CLUSTER = {
     # Workers pinned to a model's queue run with Q_CLUSTER_NAME=<queue>
     # (VIDEOGEN_MODEL_QUEUES); django-q2 then requires this, even empty.
     "ALT_CLUSTERS": {},
+}
+# Webhook deliveries wait in a queue of their own, served by a second
+# cluster (`Q_CLUSTER_NAME=videogen-webhooks manage.py qcluster`, started by
+# `make run` and docker/): a delivery never waits behind a generation, and a
+# slow receiver never holds a GPU worker. Its workers only make HTTP calls.
+VIDEOGEN_WEBHOOK_QUEUE = envstr("VIDEOGEN_WEBHOOK_QUEUE", "videogen-webhooks")
+VIDEOGEN_WEBHOOK_WORKERS = envint("VIDEOGEN_WEBHOOK_WORKERS", 4, minimum=1)
+Q_CLUSTER["ALT_CLUSTERS"][VIDEOGEN_WEBHOOK_QUEUE] = {
+    "workers": VIDEOGEN_WEBHOOK_WORKERS,
+    # Short tasks: one attempt (10 s at most) plus, for the first retries, a
+    # few seconds' backoff in the worker; later retries are rescheduled.
+    "timeout": 120,
+    "retry": 180,
+    "queue_limit": VIDEOGEN_WEBHOOK_WORKERS * 2,
+    "recycle": 500,
 }
 # django-q2 warns at import when retry < timeout; see "retry" above for why
 # that is deliberate here.

@@ -19,7 +19,7 @@ def drop_cache_table(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("jobs", "0012_fair_share")]
+    dependencies = [("jobs", "0013_webhooks_delete_retention")]
 
     operations = [
         migrations.CreateModel(

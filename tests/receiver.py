@@ -1,0 +1,127 @@
+"""
+A real webhook receiver on 127.0.0.1: it verifies each delivery's signature
+with the standardwebhooks package (the spec's reference verifier) and
+answers according to the path, misbehaving on purpose:
+
+  /ok        200
+  /slow      waits `slow_seconds` before answering 200
+  /flaky     500 for the first two attempts of each event, then 200
+  /gone      410
+  /redirect  302 to /ok (a client that followed it would be delivered twice)
+  /close     closes the connection without answering
+"""
+
+import contextlib
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict
+    at: float
+
+
+@dataclass
+class Receiver:
+    url: str
+    slow_seconds: float = 15.0
+    deliveries: list[Received] = field(default_factory=list)
+    # Requests whose signature did not verify, as (path, reason).
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    attempts: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def delivered(self, path: str = "/ok") -> list[Received]:
+        with self.lock:
+            return [received for received in self.deliveries if received.path == path]
+
+    def wait_for(self, count: int, path: str = "/ok", timeout: float = 60) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            received = self.delivered(path)
+            if len(received) >= count:
+                return received
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.delivered(path))} of {count} deliveries to {path} after {timeout} s")
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            path = self.path
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            try:
+                payload = Webhook(SECRET).verify(body, headers)
+            except WebhookVerificationError as exc:
+                with receiver.lock:
+                    receiver.rejected.append((path, str(exc)))
+                self._answer(401, b"bad signature")
+                return
+            with receiver.lock:
+                receiver.attempts[(path, headers["webhook-id"])] += 1
+                attempt = receiver.attempts[(path, headers["webhook-id"])]
+            if path == "/close":
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if path == "/slow":
+                time.sleep(receiver.slow_seconds)
+            if path == "/flaky" and attempt <= 2:
+                self._answer(500, b"try again")
+                return
+            if path == "/gone":
+                self._answer(410, b"this endpoint is gone")
+                return
+            if path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", receiver.url + "/ok")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            with receiver.lock:
+                receiver.deliveries.append(Received(path, headers, payload, time.time()))
+            self._answer(200, b"thanks " * 400)
+
+        def _answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+@contextlib.contextmanager
+def running_receiver(slow_seconds: float = 15.0) -> Iterator[Receiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), None)
+    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}", slow_seconds=slow_seconds)
+    server.RequestHandlerClass = _handler(receiver)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def event_types(received: list[Received]) -> list[str]:
+    return [item.body["type"] for item in received]
