@@ -43,7 +43,7 @@ GUNICORN := $(VENV)/bin/gunicorn videogen.wsgi:application --bind 127.0.0.1:$(PO
 
 run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ and a qcluster (one worker per device, VIDEOGEN_DEVICES). Ctrl-C stops both."
+	@echo "videogen: API on http://127.0.0.1:$(PORT)/api/v1/ a qcluster (one worker per device, VIDEOGEN_DEVICES) and the webhook qcluster. Ctrl-C stops them all."
 	@echo "Admin: create a staff user with '$(PY) manage.py createsuperuser', then open http://127.0.0.1:$(PORT)/admin/"
 	@$(PY) manage.py qcluster & worker=$$!; \
 	Q_CLUSTER_NAME=$${VIDEOGEN_WEBHOOK_QUEUE:-videogen-webhooks} $(PY) manage.py qcluster & hooks=$$!; \
