@@ -58,6 +58,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny models at tiny sizes on any device")
     parser.add_argument("--only", choices=["cogvideox", "wan"], help="one model family")
     parser.add_argument("--fastest", action="store_true", help="only whole 50-step jobs of the fastest settings")
+    parser.add_argument(
+        "--encode", action="store_true",
+        help="only the MP4 + poster + preview encode of full-size frames, on this machine's CPU",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     return parser.parse_args()
 
@@ -482,8 +486,42 @@ def fastest(bench: Bench) -> None:
         bench.free()
 
 
+def encode_timing() -> None:
+    """
+    The encode the GPU machine cannot run (no imageio-ffmpeg there): the
+    service's MP4, poster and preview of full-size frames, smooth (as real
+    videos are) and pure noise (as random weights make), on this CPU.
+    """
+    import tempfile
+
+    import numpy as np
+
+    from generation.encoding import encode_mp4, write_poster, write_preview
+
+    rng = np.random.default_rng(0)
+    for frames, width, height in ((49, 720, 480), (81, 832, 480)):
+        smooth = np.zeros((frames, height, width, 3), dtype=np.uint8)
+        smooth[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, None, :]
+        smooth[..., 1] = (np.arange(frames) * 5 % 256)[:, None, None]
+        noise = rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+        for kind, video in (("smooth", smooth), ("noise", noise)):
+            with tempfile.TemporaryDirectory() as workdir:
+                work = Path(workdir)
+                started = time.perf_counter()
+                encode_mp4(video, work / "v.mp4", fps=8)
+                mp4 = time.perf_counter() - started
+                started = time.perf_counter()
+                write_poster(video[0], work / "p.jpg")
+                write_preview(video, work / "p.webp", fps=8)
+                rest = time.perf_counter() - started
+            print(f"  {frames}x{width}x{height} {kind:6}: mp4 {mp4:5.2f}s, poster + preview {rest:4.2f}s", flush=True)
+
+
 def main() -> None:
     args = parse_args()
+    if args.encode:
+        encode_timing()
+        return
     bench = Bench(args)
     import diffusers
     import transformers

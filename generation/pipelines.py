@@ -233,9 +233,10 @@ def enable_cache(transformer, method: str, threshold: float = 0.05) -> None:
 def compile_transformer(transformer) -> None:
     """
     torch.compile the denoiser's repeated blocks, one compiled graph shared by
-    all of them (regional compilation): the same warm speed as compiling the
-    whole model, for a fraction of the first job's compile time. Compiles on
-    the first job, then runs faster.
+    all of them (diffusers' regional compilation, which it documents as
+    about as fast warm as a whole-model compile for far less compile time;
+    only the regional one was measured here: 16 s cold for CogVideoX-2b on
+    an H200, 16% faster steps warm). Compiles on the first job, then runs faster.
     """
     if getattr(transformer, "_repeated_blocks", None):
         transformer.compile_repeated_blocks()
@@ -283,8 +284,7 @@ def generate_frames(
     plan = plan_memory(spec, params, options)
     if plan is not None and not plan.fits:
         raise OutOfMemory(
-            f"not started: {params.num_frames} frames at {params.width}x{params.height} with {spec.name} need "
-            f"about {plan.peak_gib:.1f} GiB of GPU memory even with VAE tiling and CPU offload; this GPU has "
+            f"not started: {spec.too_large(params.num_frames, params.width, params.height, plan)}; this GPU has "
             f"{gpu_memory_gib(options):.1f} GiB. Try fewer frames or a smaller size."
         )
     with memory_plan_applied(pipeline, spec, plan, resolve_device(options.device)):

@@ -161,6 +161,13 @@ class ModelSpec:
                 return dataclasses.replace(plan, fits=True)
         return min(plans, key=lambda plan: plan.peak_gib)
 
+    def too_large(self, num_frames: int, width: int, height: int, plan: MemoryPlan) -> str:
+        """What a job whose plan does not fit would need: for the client's 400 and the job's error alike."""
+        return (
+            f"{num_frames} frames at {width}x{height} with model {self.name} need about {plan.peak_gib:.1f} GiB "
+            "of GPU memory even with VAE tiling and CPU offload"
+        )
+
     def valid_frame_count(self, num_frames: int) -> int:
         """The smallest count the model accepts that is at least num_frames."""
         step = self.temporal_compression

@@ -194,9 +194,8 @@ def memory_errors(spec, data: dict) -> dict[str, list[str]]:
         return {}
     return {
         "num_frames": [
-            f"{data['num_frames']} frames at {data['width']}x{data['height']} with model {spec.name} need about "
-            f"{plan.peak_gib:.1f} GiB of GPU memory even with VAE tiling and CPU offload; this server's GPUs have "
-            f"{limit:g} GiB (VIDEOGEN_GPU_MEMORY_GB). Ask for fewer frames or a smaller size."
+            f"{spec.too_large(data['num_frames'], data['width'], data['height'], plan)}; this server's GPUs "
+            f"have {limit:g} GiB (VIDEOGEN_GPU_MEMORY_GB). Ask for fewer frames or a smaller size."
         ]
     }
 
