@@ -180,7 +180,9 @@ class VideoGenerationJob(models.Model):
                 return False
             # In the same transaction: a state change whose event is lost
             # cannot commit, nor an event for a change that did not.
-            if to in WEBHOOK_STATUSES:
+            # webhook_url is set at submit and never changes: a job loaded
+            # without one needs no look-up (most jobs, every state change).
+            if to in WEBHOOK_STATUSES and ("webhook_url" in self.get_deferred_fields() or self.webhook_url):
                 from jobs.webhooks import record_event
 
                 record_event(self.pk, to)
