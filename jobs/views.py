@@ -140,7 +140,7 @@ def get_visible_job(request, job_id: str, *, body: bool = False) -> VideoGenerat
         pk = uuid.UUID(str(job_id))
     except ValueError:
         raise exceptions.NotFound(NO_SUCH_JOB)
-    job = VideoGenerationJob.objects.for_user(user_id).filter(pk=pk).first()
+    job = VideoGenerationJob.objects.visible(user_id, pk)
     if job is None:
         raise exceptions.NotFound(NO_SUCH_JOB)
     return job

@@ -151,6 +151,9 @@ if DATABASE_URL:
             conn_health_checks=True,
         )
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, minus a health check per request on a busy connection.
+        DATABASES["default"]["ENGINE"] = "videogen.postgresql"
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _sqlite_path}}
 
@@ -242,6 +245,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("VIDEOGEN_MAX_BODY_BYTES", 64 * 1024, minim
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["jobs.parsers.SafeJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "jobs.http.JsonFirstNegotiation",
     # The seed contract: no authentication, user_id is trusted from the request.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
