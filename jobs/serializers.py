@@ -268,7 +268,7 @@ class JobSerializer(serializers.ModelSerializer):
         declared fields and introspects the model's on every instance),
         which cost more than reading the row: 0.6 ms of a status poll
         (bench/RESULTS.md, hot paths). The declarations still define the
-        shape and the OpenAPI schema; tests/jobs/test_status_poll.py checks
+        shape and the OpenAPI schema; tests/jobs/test_hot_paths.py checks
         this against DRF's generic path for jobs in every state.
         """
         values = self.values(job)

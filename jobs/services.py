@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django_q.brokers import Broker, get_broker
+from django_q.conf import Conf
 
 from jobs.files import delete_files
 from jobs.models import ACTIVE, Status, VideoGenerationJob
@@ -97,6 +99,7 @@ def job_create(
                             raise IdempotencyKeyReused(idempotency_key)
                         return existing, False
                 check_active_limit(user_id)
+                now = timezone.now()
                 job = VideoGenerationJob.objects.create(
                     user_id=user_id,
                     prompt=prompt,
@@ -113,6 +116,9 @@ def job_create(
                     request_fingerprint=fingerprint,
                     webhook_url=webhook_url,
                     webhook_events=webhook_events or [],
+                    submitted_at=now,
+                    # In the queue from its commit on (the wake-up follows it).
+                    queued_at=now,
                 )
                 # A worker must never pick up a task for a row it cannot see yet.
                 transaction.on_commit(lambda: job_submitted(job))
@@ -157,7 +163,10 @@ def job_enqueue(job: VideoGenerationJob) -> None:
             completed_at=timezone.now(),
         )
     else:
-        VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
+        now = timezone.now()
+        # A new job's row already says so (job_create): no second write per submit.
+        if job.queued_at is None or now - job.queued_at > timedelta(seconds=1):
+            VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=now)
         logger.info("queued on model %s", job.model_name, extra=log_fields(job))
 
 
@@ -184,7 +193,25 @@ def wake_up(queue: str | None, *, job: VideoGenerationJob | None = None) -> None
         task_name=f"generate_video {job.id}" if job is not None else "generate_video",
         cluster=queue,
         timeout=queue_timeout(queue),
+        broker=broker(queue),
     )
+
+
+_brokers: dict[str, Broker] = {}
+
+
+def broker(queue: str | None) -> Broker:
+    """
+    This process's django-q2 broker for a queue (None: the default one).
+    django-q2 makes a new one for every task it queues unless given one, and
+    with Redis each new one opened a new connection: one per submit. A
+    broker's Redis client keeps a thread-safe pool (reset after a fork).
+    """
+    name = queue or Conf.CLUSTER_NAME
+    found = _brokers.get(name)
+    if found is None:
+        found = _brokers.setdefault(name, get_broker(name))
+    return found
 
 
 def job_cancel(job: VideoGenerationJob) -> bool:

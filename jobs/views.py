@@ -34,6 +34,7 @@ from jobs.serializers import (
 from jobs.services import (
     ActiveJobLimitReached,
     IdempotencyKeyReused,
+    broker as queue_broker,
     job_cancel,
     job_create,
     job_delete,
@@ -507,10 +508,8 @@ def _check_database() -> str:
 
 
 def _check_broker() -> str:
-    from django_q.brokers import get_broker
-
     try:
-        broker = get_broker()
+        broker = queue_broker(None)
         if settings.REDIS_URL:
             broker.ping()
         else:

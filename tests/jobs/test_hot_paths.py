@@ -119,3 +119,57 @@ def test_the_quick_negotiation_answers_as_drfs_own(accept, query, make_job, sett
             return type(exc)
 
     assert answer(JsonFirstNegotiation()) == answer(DefaultContentNegotiation())
+
+
+def _statement(sql: str) -> str:
+    """A query's kind and table, enough to tell one round trip from another."""
+    words = sql.replace('"', "").split()
+    if words[0] == "INSERT":
+        return f"INSERT {words[2]}"
+    if "pg_advisory_xact_lock" in sql:
+        return "LOCK user"
+    if words[0] == "SELECT" and "COUNT(" in sql.upper():
+        return f"COUNT {words[words.index('FROM') + 1]}"
+    return " ".join(words[:3])
+
+
+def test_a_submit_is_a_lock_a_count_an_insert_a_wake_up_and_a_count_for_the_metrics(
+    api, db, django_capture_on_commit_callbacks, settings
+):
+    body = {"user_id": "alice", "prompt": "a cat", "width": 64, "height": 64, "num_frames": 9}
+    api.post("/api/v1/generate", body, format="json")
+
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/v1/generate", body, format="json")
+
+    assert response.status_code == 202
+    expected = [
+        *(["LOCK user"] if connection.vendor == "postgresql" else []),
+        "COUNT video_generation_jobs",
+        "INSERT video_generation_jobs",
+        *([] if settings.REDIS_URL else ["INSERT django_q_ormq"]),
+        "INSERT videogen_metric_series",
+    ]
+    # Savepoints: the test's own transaction around the request's (outside a
+    # test, a BEGIN and a COMMIT, which are not captured).
+    statements = [_statement(q["sql"]) for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert statements == expected
+
+
+def test_submits_share_one_redis_connection(api, db, django_capture_on_commit_callbacks, settings):
+    if not settings.REDIS_URL:
+        pytest.skip("the Redis broker (CI's Redis leg)")
+    import redis
+
+    server = redis.Redis.from_url(settings.REDIS_URL)
+    body = {"user_id": "alice", "prompt": "a cat", "width": 64, "height": 64, "num_frames": 9}
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post("/api/v1/generate", body, format="json")
+    before = server.info("stats")["total_connections_received"]
+
+    for _ in range(10):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert api.post("/api/v1/generate", body, format="json").status_code == 202
+
+    # Other clients of the same server may connect meanwhile; not one per submit.
+    assert server.info("stats")["total_connections_received"] - before < 5
