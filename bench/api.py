@@ -7,6 +7,8 @@ settings served the same way (bench/bare.py), run alongside as the baseline.
     .venv/bin/python bench/api.py                          # GET /job, keys off and on (issue 12)
     .venv/bin/python bench/api.py --duration 20 --connections 16
     .venv/bin/python bench/api.py --path '/api/v1/videos?user_id=alice' --path /api/v1/models
+    .venv/bin/python bench/api.py --auth none --path '/api/v1/job/{pending}?user_id=alice' --post \
+        --redis redis://127.0.0.1:6379/12 --health                    # issue 13's rows
     .venv/bin/python bench/api.py --server-arg=--workers=4 --env VIDEOGEN_LOG_LEVEL=WARNING
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python bench/api.py
 
@@ -23,7 +25,9 @@ bare view's and of the same path with auth none.
 
 import argparse
 import contextlib
+import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -54,6 +58,10 @@ def main() -> None:
     parser.add_argument("--server-arg", action="append", default=[], help="extra gunicorn argument; repeatable")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for the servers; repeatable")
     parser.add_argument("--python-client", action="store_true", help="the Python client even if wrk is installed")
+    parser.add_argument("--post", action="store_true",
+                        help="also POST /generate (auth none), with the ORM broker and, with --redis, with Redis")
+    parser.add_argument("--redis", default="", help="a Redis URL for the --post row on Redis, e.g. redis://127.0.0.1:6379/12")
+    parser.add_argument("--health", action="store_true", help="also GET /api/v1/health")
     args = parser.parse_args()
     paths = args.path or DEFAULT_PATHS
     modes = args.auth or ["none", "api_key"]
@@ -84,6 +92,15 @@ def main() -> None:
                     template = _without_user_id(template)
                     headers["Authorization"] = f"Bearer {key}"
                 scenarios.append((template, mode, template.format(**job_ids), headers, server_env | {"VIDEOGEN_AUTH": mode}))
+        if args.health:
+            scenarios.append(("/api/v1/health", "none", "/api/v1/health", {}, server_env | {"VIDEOGEN_AUTH": "none"}))
+        if args.post:
+            brokers = [("orm", {})] + ([("redis", {"REDIS_URL": args.redis, "VIDEOGEN_QUEUE_NAME": "bench-api"})]
+                                       if args.redis else [])
+            for broker, broker_env in brokers:
+                scenarios.append((f"POST /api/v1/generate ({broker})", "none", POST, {}, server_env | {
+                    "VIDEOGEN_AUTH": "none", "VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER": "1000000000", **broker_env,
+                }))
         # Every server runs at once and the rounds alternate between them, so
         # that a busy neighbour on a shared machine slows every row alike;
         # each figure is the median of the rounds.
@@ -91,13 +108,11 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             ports = {}
             for label, mode, path, headers, env in scenarios:
-                key_env = (env.get("DJANGO_SETTINGS_MODULE"), env.get("VIDEOGEN_AUTH"))
-                if key_env not in ports:
-                    ports[key_env] = stack.enter_context(_server(env, args.server_arg, data_dir))
+                if _server_key(env) not in ports:
+                    ports[_server_key(env)] = stack.enter_context(_server(env, args.server_arg, data_dir))
             for _ in range(args.rounds):
                 for index, (label, mode, path, headers, env) in enumerate(scenarios):
-                    port = ports[(env.get("DJANGO_SETTINGS_MODULE"), env.get("VIDEOGEN_AUTH"))]
-                    runs[index].append(_load(client, port, path, headers, args))
+                    runs[index].append(_load(client, ports[_server_key(env)], path, headers, args))
         results = [
             (label, mode, {name: statistics.median(run[name] for run in runs[index]) for name in ("rps", "p50", "p99")})
             for index, (label, mode, *_rest) in enumerate(scenarios)
@@ -109,12 +124,49 @@ def main() -> None:
           f"gunicorn {' '.join(args.server_arg) or '(make run options)'}, {os.cpu_count()} cores")
     bare = results[0][2]["rps"]
     by_path_none = {_without_user_id(path): figures["rps"] for path, mode, figures in results if mode == "none"}
-    print(f"{'path':52} {'auth':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ bare':>7} {'/ none':>7}")
+    print(f"{'path':52} {'auth':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ bare':>7} {'/ none':>7} {'/ orig':>7}")
     for path, mode, figures in results:
         none = by_path_none.get(_without_user_id(path))
         vs_none = f"{figures['rps'] / none:7.2f}" if none and mode != "-" else f"{'':7}"
+        original = next((share for prefix, share in ORIGINAL_SHARE_OF_BARE.items() if path.startswith(prefix)), None)
+        vs_original = f"{figures['rps'] / bare / original:7.2f}" if original else f"{'':7}"
         print(f"{path[:52]:52} {mode:8} {figures['rps']:8.0f} {figures['p50']:8.2f} {figures['p99']:8.2f} "
-              f"{figures['rps'] / bare:7.2f} {vs_none}")
+              f"{figures['rps'] / bare:7.2f} {vs_none} {vs_original}")
+    print("/ orig: this row's share of the bare view against the original FastAPI service's share of its bare view, "
+          "both as issue 13 measured them on this machine (the original's code is not in this repository).")
+
+
+# Issue 13's side-by-side run on this machine: the original FastAPI + Celery
+# service (model stubbed, one uvicorn process) against a bare Django view
+# (gunicorn, one sync worker), medians of its two runs each. Its code is not
+# in this repository, so it cannot run alongside; its throughput as a share
+# of the bare view's is the yardstick that carries over to another run.
+ORIGINAL_BARE = (4163 + 4391) / 2
+ORIGINAL_SHARE_OF_BARE = {
+    "/api/v1/job/": (1283 + 1302) / 2 / ORIGINAL_BARE,
+    "POST /api/v1/generate (orm)": (487 + 515) / 2 / ORIGINAL_BARE,
+    "POST /api/v1/generate (redis)": (487 + 515) / 2 / ORIGINAL_BARE,
+}
+
+
+# POST rows: a fixed small job from one of POST_USERS users at random. One
+# user's submits queue behind each other (the per-user active-job cap takes
+# a lock until the row is durably committed), so a single user measures
+# the disk's commit latency, not the API.
+POST = "POST"
+POST_PATH = "/api/v1/generate"
+POST_USERS = 1000
+POST_BODY = json.dumps({"user_id": "USER", "prompt": "a red fox in the snow", "width": 64, "height": 64,
+                        "num_frames": 9, "num_inference_steps": 2})
+
+
+def _post_body() -> str:
+    return POST_BODY.replace("USER", f"user{random.randrange(POST_USERS)}")
+
+
+def _server_key(env: dict) -> tuple:
+    return tuple(env.get(name) for name in ("DJANGO_SETTINGS_MODULE", "VIDEOGEN_AUTH", "REDIS_URL",
+                                            "VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER"))
 
 
 def _seed(jobs: int) -> tuple[dict[str, str], str]:
@@ -154,28 +206,43 @@ def _server(env: dict, extra: list[str], data_dir: str):
 
 
 def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
+    method, body = ("POST", _post_body()) if path == POST else ("GET", None)
+    if path == POST:
+        path, headers = POST_PATH, {**headers, "Content-Type": "application/json"}
     url = f"http://127.0.0.1:{port}{path}"
-    _check(port, path, headers)
+    _check(port, path, headers, method, body)
     if client == "wrk":
         command = ["wrk", f"-t{min(args.connections, 2)}", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency"]
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]
-        out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            if body is None:
+                script.write(f"wrk.method = {json.dumps(method)}\n")
+            else:
+                head, tail = POST_BODY.split("USER")
+                script.write(
+                    "request = function()\n"
+                    f"  local body = {json.dumps(head)} .. 'user' .. math.random(0, {POST_USERS - 1}) .. {json.dumps(tail)}\n"
+                    f"  return wrk.format({json.dumps(method)}, nil, nil, body)\n"
+                    "end\n"
+                )
+            script.flush()
+            out = subprocess.run([*command, "-s", script.name, url], capture_output=True, text=True, check=True).stdout
         if "Non-2xx" in out:
             raise SystemExit(f"errors under load on {path}:\n{out}")
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
                 "p50": _wrk_ms(out, "50%"), "p99": _wrk_ms(out, "99%")}
-    return _python_load(port, path, headers, args.connections, args.duration)
+    return _python_load(port, path, headers, args.connections, args.duration, method, body)
 
 
-def _check(port: int, path: str, headers: dict) -> None:
+def _check(port: int, path: str, headers: dict, method: str = "GET", body: str | None = None) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("GET", path, headers=headers)
+    connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
-    body = response.read()
+    answer = response.read()
     connection.close()
-    if response.status != 200:
-        raise SystemExit(f"{path} answered {response.status}: {body[:300]!r}")
+    if response.status not in (200, 202):
+        raise SystemExit(f"{method} {path} answered {response.status}: {answer[:300]!r}")
 
 
 def _wrk_ms(out: str, percentile: str) -> float:
@@ -183,7 +250,8 @@ def _wrk_ms(out: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def _python_load(port: int, path: str, headers: dict, connections: int, duration: float) -> dict:
+def _python_load(port: int, path: str, headers: dict, connections: int, duration: float, method: str = "GET",
+                 body: str | None = None) -> dict:
     latencies: list[float] = []
     errors: list[int] = []
     deadline = time.monotonic() + duration
@@ -193,11 +261,11 @@ def _python_load(port: int, path: str, headers: dict, connections: int, duration
         mine = []
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            connection.request("GET", path, headers=headers)
+            connection.request(method, path, body=_post_body() if body else None, headers=headers)
             response = connection.getresponse()
             response.read()
             mine.append(time.perf_counter() - started)
-            if response.status != 200:
+            if response.status not in (200, 202):
                 errors.append(response.status)
         latencies.extend(mine)
         connection.close()

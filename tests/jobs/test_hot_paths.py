@@ -150,6 +150,8 @@ def test_a_submit_is_a_lock_a_count_an_insert_a_wake_up_and_a_count_for_the_metr
         *([] if settings.REDIS_URL else ["INSERT django_q_ormq"]),
         "INSERT videogen_metric_series",
     ]
+    # (Outside a test's transaction, on PostgreSQL, the last two are
+    # committed without waiting for the disk: tested below.)
     # Savepoints: the test's own transaction around the request's (outside a
     # test, a BEGIN and a COMMIT, which are not captured).
     statements = [_statement(q["sql"]) for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
@@ -173,3 +175,24 @@ def test_submits_share_one_redis_connection(api, db, django_capture_on_commit_ca
 
     # Other clients of the same server may connect meanwhile; not one per submit.
     assert server.info("stats")["total_connections_received"] - before < 5
+
+
+def test_after_the_jobs_commit_the_wake_up_and_the_count_do_not_wait_for_the_disk(transactional_db, settings):
+    from jobs.services import commits_unflushed
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+
+    def setting():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    durable = setting()
+    with commits_unflushed():
+        inside = setting()
+    after = setting()
+    with pytest.raises(ZeroDivisionError), commits_unflushed():
+        1 / 0
+
+    assert (durable, inside, after, setting()) == ("on", "off", "on", "on")
