@@ -2,9 +2,11 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connections, models, transaction
 from django.utils import timezone
@@ -346,12 +348,41 @@ class ClusterBeat(models.Model):
         db_table = "video_generation_cluster_beats"
 
 
+# Keys this process checked, by the SHA-256 of the presented text: (key,
+# when checked). Only live keys are kept, at most MAX_CACHED_KEYS of them.
+_checked_keys: dict[str, tuple["ApiKey", float]] = {}
+MAX_CACHED_KEYS = 10_000
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def verify(self, presented: str) -> "ApiKey | None":
         """
-        The live key `presented` is, or None. Keys are looked up by their
-        public prefix and compared by hash in constant time; the key itself
-        is never stored.
+        The live key `presented` is, or None. A key this process checked
+        within VIDEOGEN_API_KEY_CACHE_SECONDS is trusted without asking the
+        database again: that query was a sixth of a status poll's cost
+        (bench/RESULTS.md, API keys). So a revocation holds at once in the
+        process that made it and within those seconds in every other.
+        Invalid keys are never remembered, so guessing fills nothing.
+        """
+        ttl = settings.VIDEOGEN_API_KEY_CACHE_SECONDS
+        digest = hash_api_key(presented)
+        now = time.monotonic()
+        cached = _checked_keys.get(digest)
+        if cached is not None and now - cached[1] < ttl:
+            return cached[0]
+        key = self._verify_in_database(presented, digest)
+        if key is None:
+            _checked_keys.pop(digest, None)
+        elif ttl:
+            if len(_checked_keys) >= MAX_CACHED_KEYS:
+                _checked_keys.clear()
+            _checked_keys[digest] = (key, now)
+        return key
+
+    def _verify_in_database(self, presented: str, digest: str) -> "ApiKey | None":
+        """
+        Keys are looked up by their public prefix and compared by hash in
+        constant time; the key itself is never stored.
         """
         prefix, sep, _ = presented.partition(".")
         if not sep or not prefix.startswith(API_KEY_PREFIX) or len(presented) > 200:
@@ -361,7 +392,7 @@ class ApiKeyQuerySet(models.QuerySet):
             key = self.get(prefix=prefix, revoked_at__isnull=True)
         except self.model.DoesNotExist:
             return None
-        return key if hmac.compare_digest(key.hashed, hash_api_key(presented)) else None
+        return key if hmac.compare_digest(key.hashed, digest) else None
 
 
 # Keys look like vg_<16 hex>.<43 url-safe characters>: the part before the dot
@@ -409,6 +440,8 @@ class ApiKey(models.Model):
         updated = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now) == 1
         if updated:
             self.revoked_at = now
+        # At once in this process; other processes within VIDEOGEN_API_KEY_CACHE_SECONDS.
+        _checked_keys.clear()
         return updated
 
     @property

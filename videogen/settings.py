@@ -297,6 +297,11 @@ def envrate(name: str) -> str | None:
     return raw
 
 
+# Seconds a process trusts a key it has checked before checking the database
+# again: a key revoked in the admin is refused everywhere within this time.
+# 0: the database on every request (one more query each).
+VIDEOGEN_API_KEY_CACHE_SECONDS = envint("VIDEOGEN_API_KEY_CACHE_SECONDS", 2, minimum=0)
+
 # Requests per key (per user_id in none mode): POST /generate, and every other
 # endpoint but /health. Unset: no limit.
 VIDEOGEN_RATE_LIMIT_SUBMIT = envrate("VIDEOGEN_RATE_LIMIT_SUBMIT")

@@ -196,3 +196,61 @@ def test_after_the_jobs_commit_the_wake_up_and_the_count_do_not_wait_for_the_dis
         1 / 0
 
     assert (durable, inside, after, setting()) == ("on", "off", "on", "on")
+
+
+class TestTheKeyCache:
+    """A checked key is trusted for VIDEOGEN_API_KEY_CACHE_SECONDS; revoked here, refused here at once."""
+
+    @pytest.fixture(autouse=True)
+    def empty_cache(self):
+        from jobs import models
+
+        models._checked_keys.clear()
+        yield
+        models._checked_keys.clear()
+
+    def key_reads(self, presented: str, times: int) -> int:
+        from jobs.models import ApiKey
+
+        with CaptureQueriesContext(connection) as queries:
+            for _ in range(times):
+                assert ApiKey.objects.verify(presented) is not None
+        return sum('"videogen_api_keys"' in query["sql"] for query in queries.captured_queries)
+
+    def test_a_checked_key_is_not_read_again_within_the_cache_time(self, db, settings):
+        from jobs.models import ApiKey
+
+        settings.VIDEOGEN_API_KEY_CACHE_SECONDS = 60
+        _, presented = ApiKey.issue(user_id="alice")
+
+        assert self.key_reads(presented, 5) == 1
+
+    def test_with_no_cache_time_every_request_reads_the_key(self, db, settings):
+        from jobs.models import ApiKey
+
+        settings.VIDEOGEN_API_KEY_CACHE_SECONDS = 0
+        _, presented = ApiKey.issue(user_id="alice")
+
+        assert self.key_reads(presented, 3) == 3
+
+    def test_a_revocation_in_this_process_holds_at_once(self, db, settings):
+        from jobs.models import ApiKey
+
+        settings.VIDEOGEN_API_KEY_CACHE_SECONDS = 60
+        key, presented = ApiKey.issue(user_id="alice")
+        assert ApiKey.objects.verify(presented) == key
+
+        ApiKey.objects.get(pk=key.pk).revoke()
+
+        assert ApiKey.objects.verify(presented) is None
+
+    def test_wrong_keys_are_not_remembered(self, db, settings):
+        from jobs import models
+        from jobs.models import ApiKey
+
+        settings.VIDEOGEN_API_KEY_CACHE_SECONDS = 60
+        key, presented = ApiKey.issue(user_id="alice")
+        for guess in (presented[:-1] + "x", key.prefix + ".nothing", "vg_0000.x"):
+            assert ApiKey.objects.verify(guess) is None
+
+        assert models._checked_keys == {}
