@@ -96,6 +96,7 @@ def test_the_create_api_key_command_prints_the_key_alone_last_and_stores_only_it
     assert "not shown again" in err.getvalue()
 
 
+@pytest.mark.slow
 def test_without_a_key_every_endpoint_but_health_is_a_json_401_naming_the_scheme(server):
     job = job_of("alice")
     for method, path in ENDPOINTS:
@@ -107,6 +108,7 @@ def test_without_a_key_every_endpoint_but_health_is_a_json_401_naming_the_scheme
         assert call(server, "GET", path)[0].status == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "authorization",
     ["Bearer vg_0123456789abcdef.nope", "Bearer ", "Basic YWxpY2U6eA==", "bearer", "Token {key}", "Bearer {key}x"],
@@ -119,6 +121,7 @@ def test_a_wrong_or_malformed_key_is_a_401(server, authorization):
     assert "detail" in body
 
 
+@pytest.mark.slow
 def test_a_key_acts_as_its_user_without_user_id_anywhere(server):
     key = create_key("--user-id", "alice")
     # The scheme name is case-insensitive (RFC 9110).
@@ -135,6 +138,7 @@ def test_a_key_acts_as_its_user_without_user_id_anywhere(server):
     assert (response.status, body["status"]) == (200, "cancelled")
 
 
+@pytest.mark.slow
 def test_a_key_never_reaches_another_users_job_whatever_the_user_id_placement(server):
     key = create_key("--user-id", "alice")
     bobs = job_of("bob")
@@ -164,6 +168,7 @@ def test_a_key_never_reaches_another_users_job_whatever_the_user_id_placement(se
     assert (response.status, body) == (404, NO_SUCH_JOB)
 
 
+@pytest.mark.slow
 def test_a_key_sees_only_its_users_videos(server):
     key = create_key("--user-id", "alice")
     for user_id in ("alice", "bob"):
@@ -175,6 +180,7 @@ def test_a_key_sees_only_its_users_videos(server):
         assert [video["user_id"] for video in body["videos"]] == ["alice"]
 
 
+@pytest.mark.slow
 def test_a_key_cannot_submit_for_another_user(server):
     for fields, query in [({"user_id": "bob"}, ""), ({}, "?user_id=bob"), ({"user_id": "bob"}, "?user_id=bob"),
                           ({"user_id": "ALICE"}, "")]:
@@ -188,6 +194,7 @@ def test_a_key_cannot_submit_for_another_user(server):
     assert submit(server, key, user_id=" alice ")[0].status == 202
 
 
+@pytest.mark.slow
 def test_an_operator_key_acts_for_any_user_and_for_all_without_user_id(server):
     operator = create_key("--user-id", "ops", "--operator")
     bobs = job_of("bob")
@@ -205,6 +212,7 @@ def test_an_operator_key_acts_for_any_user_and_for_all_without_user_id(server):
     assert (response.status, body["status"]) == (200, "cancelled")
 
 
+@pytest.mark.slow
 def test_a_key_revoked_in_the_admin_is_refused_at_once(server, client):
     key = create_key("--user-id", "alice", "--name", "laptop")
     assert call(server, "GET", "/api/v1/models", key)[0].status == 200
@@ -220,6 +228,7 @@ def test_a_key_revoked_in_the_admin_is_refused_at_once(server, client):
     assert ApiKey.objects.get().revoked_at is not None
 
 
+@pytest.mark.slow
 def test_submits_and_reads_over_their_rate_limits_are_429_with_retry_after_per_key(server):
     alice, other = create_key("--user-id", "alice"), create_key("--user-id", "alice")
     for _ in range(SUBMIT_LIMIT):

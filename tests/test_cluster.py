@@ -12,7 +12,7 @@ from jobs.models import Status, VideoGenerationJob
 from tests.cluster import wait_until_finished
 from tests.decode import decode_mp4
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_real_worker_turns_submitted_jobs_into_mp4s(api, qcluster, media_root):

@@ -7,7 +7,7 @@ import pytest
 from jobs.models import Status, VideoGenerationJob
 from tests.cluster import wait_for, wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 STOPPED = re.compile(r"cancelled: stopped after step (\d+) of (\d+)")
 

@@ -10,7 +10,7 @@ import pytest
 from jobs.models import Status, VideoGenerationJob
 from tests.cluster import wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TINY = {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 1}
 

@@ -16,7 +16,7 @@ from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_enqueue
 from tests.cluster import running_qcluster, wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from tests.hosts import LONG_JOB, ApiHost, WorkerHost, completions, expected_obj
 from tests.s3 import new_bucket, s3_server  # noqa: F401 (a fixture)
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
         reason="several hosts share a PostgreSQL server (set DATABASE_URL)",

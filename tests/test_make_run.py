@@ -13,6 +13,8 @@ import pytest
 
 from tests.server import make_run
 
+pytestmark = pytest.mark.slow
+
 LIMIT = 64 * 1024
 
 

@@ -16,7 +16,7 @@ from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_cancel, job_enqueue
 from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 256, "height": 256, "num_frames": 17, "num_inference_steps": 200}
 FAST_RECOVERY = {

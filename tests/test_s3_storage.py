@@ -25,6 +25,9 @@ from tests.conftest import FAST_JOB, gradient_frames
 from tests.decode import decode_mp4
 from tests.s3 import bucket, s3_server, s3_storages  # noqa: F401 (fixtures)
 
+# An S3 server process (moto's), a qcluster, or settings loaded in a fresh Python, in every test.
+pytestmark = pytest.mark.slow
+
 
 def body_of(response) -> bytes:
     return b"".join(response.streaming_content)

@@ -16,7 +16,7 @@ from jobs.models import Status
 from jobs.services import job_cancel, job_enqueue
 from tests.cluster import running_qcluster, running_worker_pid
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 200}
 SHUTDOWN_TIMEOUT = 5

@@ -32,6 +32,7 @@ PASSWORD = "a-long-operator-password"
 RERUN_TIMEOUT = 120
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),
         reason=f"no Chromium at {CHROMIUM} (Debian's 'chromium' package; .ci/run installs it)",
