@@ -12,6 +12,13 @@ FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The default hasher spends about a second per user on purpose; the
+    # tests' users (and the live server a browser logs in to) share this process.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
