@@ -64,7 +64,7 @@ def test_the_cluster_parent_never_loads_torch(api, qcluster):
     response = api.post("/api/v1/generate", {"user_id": "alice", "prompt": "p", "num_frames": 1, "width": 32,
                                              "height": 32, "num_inference_steps": 1}, format="json")
     job = VideoGenerationJob.objects.get(pk=response.json()["job_id"])
-    wait_until_finished([job], qcluster, set())
+    wait_until_finished([job], qcluster)
 
     parent = qcluster.process.pid
     assert "libtorch" not in Path(f"/proc/{parent}/maps").read_text()

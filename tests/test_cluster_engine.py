@@ -43,7 +43,7 @@ def test_cancelling_a_running_job_stops_it_within_a_step_and_the_worker_goes_on(
         format="json",
     ).json()
     following = VideoGenerationJob.objects.get(pk=next_job["job_id"])
-    wait_until_finished([following], qcluster, set())
+    wait_until_finished([following], qcluster)
     following.refresh_from_db()
     assert following.status == Status.COMPLETED
     assert qcluster.log.count("building model tiny-random in code") == 1
@@ -65,7 +65,7 @@ def test_a_worker_pinned_to_a_models_queue_runs_that_models_jobs_only(make_job, 
         tmp_path / "q.log", media_root, Q_CLUSTER_NAME="wan-workers",
         VIDEOGEN_MODELS="tiny-random,tiny-random-wan", VIDEOGEN_MODEL_QUEUES="tiny-random-wan=wan-workers",
     ) as cluster:
-        wait_until_finished([wan_job], cluster, set())
+        wait_until_finished([wan_job], cluster)
 
     wan_job.refresh_from_db()
     other_job.refresh_from_db()

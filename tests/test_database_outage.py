@@ -14,7 +14,7 @@ from django.db import connection
 
 from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_enqueue
-from tests.cluster import running_qcluster, wait_until_finished
+from tests.cluster import running_qcluster, wait_for, wait_until_finished
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -63,16 +63,13 @@ def test_a_job_running_through_a_database_restart_completes_and_the_worker_goes_
     job = make_job(width=128, height=128, num_frames=17, num_inference_steps=120)
     job_enqueue(job)
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        deadline = time.monotonic() + 120
-        while not VideoGenerationJob.objects.filter(pk=job.pk, current_step__gte=5).exists():
-            assert time.monotonic() < deadline, cluster.log[-3000:]
-            time.sleep(0.05)
+        wait_for(lambda: VideoGenerationJob.objects.filter(pk=job.pk, current_step__gte=5).exists(), "step 5", cluster)
         postgres_control("restart")
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
         # Submitted after the restart: the cluster's queue reader reconnects too.
         later = make_job(width=64, height=64, num_frames=5, num_inference_steps=2)
         job_enqueue(later)
-        wait_until_finished([later], cluster, set())
+        wait_until_finished([later], cluster)
 
     job.refresh_from_db()
     later.refresh_from_db()

@@ -7,7 +7,6 @@ cluster stopped with SIGTERM, a task delivered twice.
 import os
 import re
 import signal
-import time
 
 import pytest
 
@@ -32,7 +31,7 @@ def test_a_job_whose_worker_is_killed_completes_on_its_second_attempt(make_job, 
         job = submit(make_job)
         os.kill(running_worker_pid(job, cluster), signal.SIGKILL)
 
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
 
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETED, 2), job.error_message
@@ -46,7 +45,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(make_job, t
         os.kill(first, signal.SIGKILL)
         os.kill(running_worker_pid(job, cluster, not_pid=first), signal.SIGKILL)
 
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
 
     job.refresh_from_db()
     assert (job.status, job.error_code, job.attempts) == (Status.FAILED, "worker_lost", 2)
@@ -61,7 +60,7 @@ def test_a_job_survives_its_whole_cluster_being_killed_and_restarted(make_job, t
         cluster.process.wait()
 
     with running_qcluster(tmp_path / "q.log", media_root) as restarted:
-        wait_until_finished([job], restarted, set())
+        wait_until_finished([job], restarted)
 
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETED, 2)
@@ -71,18 +70,17 @@ def test_sigterm_hands_the_running_job_back_and_another_cluster_finishes_it(make
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
         job = submit(make_job)
         running_worker_pid(job, cluster, after_step=3)
-        stopping = time.monotonic()
         cluster.process.send_signal(signal.SIGTERM)
+        # A bound for a hung stop only: that it stopped at a step, not at the
+        # end of the job nor killed, is what the log says below.
         cluster.process.wait(timeout=30)
-        stopped_in = time.monotonic() - stopping
 
     job.refresh_from_db()
     assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, "")
     assert re.search(r"handed back after step \d+ of 150", cluster.log)
-    assert stopped_in < 15
 
     with running_qcluster(tmp_path / "q.log", media_root) as restarted:
-        wait_until_finished([job], restarted, set())
+        wait_until_finished([job], restarted)
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETED, 1)
 
@@ -108,7 +106,7 @@ def test_a_task_delivered_twice_runs_the_job_once(make_job, tmp_path, media_root
     job_enqueue(job)
 
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
         wait_for(lambda: cluster.log.count(f"job={job.id}") >= 4, "both deliveries", cluster)
 
     job.refresh_from_db()

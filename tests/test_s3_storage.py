@@ -75,7 +75,7 @@ def test_a_real_cluster_stores_into_the_bucket_and_the_api_redirects_to_it(api, 
     jobs = list(VideoGenerationJob.objects.filter(pk__in=[job_id for _, job_id in submitted]))
 
     with running_qcluster(tmp_path / "qcluster.log", media_root, **bucket.env) as cluster:
-        wait_until_finished(jobs, cluster, set())
+        wait_until_finished(jobs, cluster)
 
     for user_id, job_id in submitted:
         job = VideoGenerationJob.objects.get(pk=job_id)
@@ -117,7 +117,7 @@ def test_a_job_cancelled_while_it_runs_leaves_nothing_in_the_bucket(api, bucket,
         wait_for(lambda: VideoGenerationJob.objects.filter(pk=job.pk, status=Status.RUNNING, progress__gt=0).exists(),
                  "the job to run", cluster)
         assert api.post(f"/api/v1/job/{job.pk}/cancel?user_id=alice").status_code == 200
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
 
     job.refresh_from_db()
     assert job.status == Status.CANCELLED
