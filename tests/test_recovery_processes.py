@@ -1,7 +1,7 @@
 """
 Nothing lost, nothing stuck, nothing run twice, with real processes: worker
 processes killed with SIGKILL, a whole cluster killed and restarted, a
-cluster stopped with SIGTERM, a task delivered twice.
+cluster stopped with SIGTERM. (A task delivered twice: tests/generation/test_task.py.)
 """
 
 import os
@@ -98,23 +98,6 @@ def test_a_worker_that_cannot_stop_in_time_is_killed_and_its_job_handed_back(mak
     job.refresh_from_db()
     assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, "")
     assert "did not hand job" in cluster.log
-
-
-def test_a_task_delivered_twice_runs_the_job_once(make_job, tmp_path, media_root):
-    job = make_job(width=64, height=64, num_frames=5, num_inference_steps=20)
-    job_enqueue(job)
-    job_enqueue(job)
-
-    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        wait_until_finished([job], cluster)
-        wait_for(lambda: cluster.log.count(f"job={job.id}") >= 4, "both deliveries", cluster)
-
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.COMPLETED, 1)
-    assert cluster.log.count(f"job={job.id} user_id=\"alice\" running tiny-random") == 1
-    # The second delivery is a wake-up that finds nothing left to claim.
-    assert "nothing pending" in cluster.log
-    assert sorted(path.name for path in (media_root / "videos").iterdir()) == [f"{job.id}.mp4"]
 
 
 def test_a_second_stop_signal_does_not_hang_the_cluster(make_job, tmp_path, media_root):

@@ -121,6 +121,8 @@ def test_a_job_cancelled_while_it_runs_leaves_nothing_in_the_bucket(api, bucket,
 
     job.refresh_from_db()
     assert job.status == Status.CANCELLED
+    # At a step boundary, long before its 200 steps were done.
+    assert re.search(r"cancelled: stopped after step \d+ of 200", cluster.log), cluster.log[-3000:]
     assert bucket.keys() == []
 
 
