@@ -1,5 +1,10 @@
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
 import numpy as np
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from generation.encoding import encode_mp4, write_poster
@@ -27,6 +32,46 @@ def media_root(settings, tmp_path):
 @pytest.fixture
 def api():
     return APIClient()
+
+
+@pytest.fixture
+def submit(api, db, django_capture_on_commit_callbacks):
+    """POST /api/v1/generate as a client does (headers as Django's test client takes them, HTTP_...), running what the view queues on commit."""
+
+    def post(body: dict, **headers):
+        with django_capture_on_commit_callbacks(execute=True):
+            return api.post("/api/v1/generate", body, format="json", **headers)
+
+    return post
+
+
+@pytest.fixture
+def operator(db) -> User:
+    """Staff with the two permissions an operator needs, not a superuser (pytest-django's admin_client is one)."""
+    user = User.objects.create_user("operator", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="jobs",
+            codename__in=["view_videogenerationjob", "change_videogenerationjob"],
+        )
+    )
+    return user
+
+
+@pytest.fixture
+def staff_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def ago(seconds: float) -> datetime:
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+def at(moment: str) -> datetime:
+    """An ISO 8601 date or time; UTC unless it names its offset."""
+    parsed = datetime.fromisoformat(moment)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
 
 
 @pytest.fixture
@@ -68,8 +113,6 @@ def make_completed_job(make_job, media_root):
     """A completed job with a real MP4 and poster in storage (encoded, not generated)."""
 
     def make(**fields) -> VideoGenerationJob:
-        from django.utils import timezone
-
         job = make_job(status=Status.COMPLETED, progress=100, completed_at=timezone.now(), **fields)
         frames = gradient_frames(job.num_frames, job.height, job.width)
         (media_root / "videos").mkdir(parents=True, exist_ok=True)

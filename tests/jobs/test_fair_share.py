@@ -1,16 +1,10 @@
 """Which job a free worker claims: the fair policy (jobs/queue.py), on a real database."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from jobs.models import Status, UserWeight, VideoGenerationJob
 from jobs.queue import job_claim_next
-
-
-def ago(seconds: float):
-    return timezone.now() - timedelta(seconds=seconds)
+from tests.conftest import ago
 
 
 @pytest.fixture
