@@ -1,11 +1,13 @@
 """
 What the tests and bench/ share for the processes they start: a free port,
-and one way to wait for something another process (or thread) does.
+the processes below one, and one way to wait for something another process
+(or thread) does.
 """
 
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,6 +21,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, their children...), from /proc."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children + [grandchild for child in children for grandchild in descendants(child)]
 
 
 def wait_until(
