@@ -1,7 +1,8 @@
 """
 Nothing lost, nothing stuck, nothing run twice, with real processes: worker
-processes killed with SIGKILL, a whole cluster killed and restarted, a
-cluster stopped with SIGTERM. (A task delivered twice: tests/generation/test_task.py.)
+processes killed with SIGKILL, a cluster stopped with SIGTERM. (A whole
+cluster killed and restarted: tests/test_reaper_processes.py; a task delivered
+twice: tests/generation/test_task.py.)
 """
 
 import os
@@ -50,20 +51,6 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(make_job, t
     job.refresh_from_db()
     assert (job.status, job.error_code, job.attempts) == (Status.FAILED, "worker_lost", 2)
     assert "on each of its 2 attempts" in job.error_message
-
-
-def test_a_job_survives_its_whole_cluster_being_killed_and_restarted(make_job, tmp_path, media_root):
-    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        job = submit(make_job)
-        running_worker_pid(job, cluster)
-        os.killpg(cluster.process.pid, signal.SIGKILL)
-        cluster.process.wait()
-
-    with running_qcluster(tmp_path / "q.log", media_root) as restarted:
-        wait_until_finished([job], restarted)
-
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.COMPLETED, 2)
 
 
 def test_sigterm_hands_the_running_job_back_and_another_cluster_finishes_it(make_job, tmp_path, media_root):
