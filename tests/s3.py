@@ -6,7 +6,6 @@ storage pointed at it, and the environment a qcluster needs to write to it.
 """
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys

@@ -7,7 +7,6 @@ Runs on the PostgreSQL leg of CI, which sets VIDEOGEN_TEST_RESTART_POSTGRES=1
 
 import os
 import subprocess
-import time
 
 import pytest
 from django.db import connection
@@ -15,6 +14,7 @@ from django.db import connection
 from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_enqueue
 from tests.cluster import running_qcluster, wait_for, wait_until_finished
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -47,8 +47,13 @@ def test_the_api_answers_503_while_the_database_is_down_and_recovers_by_itself(a
     submit = api.post("/api/v1/generate", {"user_id": "u", "prompt": "p"}, format="json")
     status = api.get("/api/v1/videos")
     postgres_control("start")
-    time.sleep(1)
-    recovered = api.get("/api/v1/health")
+
+    def healthy():
+        answer = api.get("/api/v1/health")
+        return answer if answer.status_code == 200 else None
+
+    # By itself (nothing restarted but the database), within a bound only a hang would miss.
+    recovered = wait_until(healthy, "the API to answer 200 again", timeout=30)
 
     assert health.status_code == 503
     assert health.json()["checks"]["database"].startswith("unavailable")

@@ -4,7 +4,6 @@ processes: whichever process answers, the totals are the same and right.
 """
 
 import json
-import time
 
 import pytest
 from django.conf import settings
