@@ -15,3 +15,12 @@ def fresh_pipelines():
     gc.freeze()
     yield
     pipelines.release_pipelines()
+
+
+@pytest.fixture(autouse=True)
+def no_heartbeat_mid_test(settings):
+    # The heartbeat thread writes on its own connection: on SQLite it would
+    # wait out the busy timeout behind the test's open transaction (20 s
+    # where a run takes longer than the interval, as a first one on a loaded
+    # machine can). No test here is about the beat; tests/test_reaper_processes.py is.
+    settings.VIDEOGEN_HEARTBEAT_INTERVAL = 3600
