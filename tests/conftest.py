@@ -1,5 +1,4 @@
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
 
 import numpy as np
 import pytest
@@ -36,7 +35,10 @@ def api():
 
 @pytest.fixture
 def submit(api, db, django_capture_on_commit_callbacks):
-    """POST /api/v1/generate as a client does (headers as Django's test client takes them, HTTP_...), running what the view queues on commit."""
+    """
+    POST /api/v1/generate as a client does, running what the view queues on
+    commit; headers as Django's test client takes them (HTTP_IDEMPOTENCY_KEY=...).
+    """
 
     def post(body: dict, **headers):
         with django_capture_on_commit_callbacks(execute=True):
@@ -66,12 +68,6 @@ def staff_client(client, operator):
 
 def ago(seconds: float) -> datetime:
     return timezone.now() - timedelta(seconds=seconds)
-
-
-def at(moment: str) -> datetime:
-    """An ISO 8601 date or time; UTC unless it names its offset."""
-    parsed = datetime.fromisoformat(moment)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
 
 
 @pytest.fixture
