@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup migrate clean
+.PHONY: run test test-fast setup migrate clean
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ run: migrate
 
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+# The inner loop: every in-process test, under a minute. Tests marked `slow`
+# (real processes: qcluster, gunicorn, `make run`, an S3 server, a browser, a
+# fresh Python; or Hypothesis fuzzing) run in `make test` only, as in CI.
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf var/

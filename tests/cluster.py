@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +20,7 @@ from django.db import connection
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
 from jobs.recovery import parse_worker_name
+from tests.processes import wait_until
 
 TIMEOUT = 180
 
@@ -90,30 +90,23 @@ def running_qcluster(log_path: Path, media_root: Path, **extra_env: str) -> Iter
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def wait_until_finished(jobs, cluster: Cluster, progress_seen: set[int]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        states = {job.pk: VideoGenerationJob.objects.values_list("status", "progress").get(pk=job.pk) for job in jobs}
-        progress_seen.update(progress for status, progress in states.values() if status == Status.RUNNING)
-        if all(status in FINISHED for status, _ in states.values()):
-            return
-        if cluster.process.poll() is not None:
-            pytest.fail("qcluster exited early:\n" + cluster.log[-3000:])
-        time.sleep(0.02)
-    pytest.fail(f"jobs not finished after {TIMEOUT} s: {states}\n" + cluster.log[-3000:])
+def wait_until_finished(jobs, cluster: Cluster, progress_seen: set[int] | None = None) -> None:
+    """Until every job is finished; progress_seen, if given, collects the progress of running jobs seen meanwhile."""
+    pks = [job.pk for job in jobs]
+
+    def finished() -> bool:
+        states = VideoGenerationJob.objects.filter(pk__in=pks).values_list("status", "progress")
+        if progress_seen is not None:
+            progress_seen.update(progress for status, progress in states if status == Status.RUNNING)
+        return all(status in FINISHED for status, _ in states)
+
+    wait_for(finished, f"{len(pks)} jobs to finish", cluster, timeout=TIMEOUT)
 
 
 def wait_for(condition, what: str, cluster: Cluster, timeout: float = 120):
     """Poll condition() until it returns something true, and return that; fail with the cluster's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        if cluster.process.poll() is not None:
-            pytest.fail(f"qcluster exited while waiting for {what}:\n" + cluster.log[-4000:])
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}:\n" + cluster.log[-4000:])
+    return wait_until(condition, what, timeout=timeout, gone=lambda: cluster.process.poll() is not None,
+                      details=lambda: cluster.log[-4000:])
 
 
 def running_worker_pid(job: VideoGenerationJob, cluster: Cluster, after_step: int = 1, not_pid: int | None = None) -> int:

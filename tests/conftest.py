@@ -1,5 +1,9 @@
+from datetime import datetime, timedelta
+
 import numpy as np
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from generation.encoding import encode_mp4, write_poster
@@ -12,6 +16,13 @@ FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The default hasher spends about a second per user on purpose; the
+    # tests' users (and the live server a browser logs in to) share this process.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
@@ -20,6 +31,43 @@ def media_root(settings, tmp_path):
 @pytest.fixture
 def api():
     return APIClient()
+
+
+@pytest.fixture
+def submit(api, db, django_capture_on_commit_callbacks):
+    """
+    POST /api/v1/generate as a client does, running what the view queues on
+    commit; headers as Django's test client takes them (HTTP_IDEMPOTENCY_KEY=...).
+    """
+
+    def post(body: dict, **headers):
+        with django_capture_on_commit_callbacks(execute=True):
+            return api.post("/api/v1/generate", body, format="json", **headers)
+
+    return post
+
+
+@pytest.fixture
+def operator(db) -> User:
+    """Staff with the two permissions an operator needs, not a superuser (pytest-django's admin_client is one)."""
+    user = User.objects.create_user("operator", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="jobs",
+            codename__in=["view_videogenerationjob", "change_videogenerationjob"],
+        )
+    )
+    return user
+
+
+@pytest.fixture
+def staff_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def ago(seconds: float) -> datetime:
+    return timezone.now() - timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -61,8 +109,6 @@ def make_completed_job(make_job, media_root):
     """A completed job with a real MP4 and poster in storage (encoded, not generated)."""
 
     def make(**fields) -> VideoGenerationJob:
-        from django.utils import timezone
-
         job = make_job(status=Status.COMPLETED, progress=100, completed_at=timezone.now(), **fields)
         frames = gradient_frames(job.num_frames, job.height, job.width)
         (media_root / "videos").mkdir(parents=True, exist_ok=True)

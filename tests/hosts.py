@@ -12,12 +12,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
+
+from tests.processes import free_port, wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120
@@ -36,12 +36,6 @@ FAST_RECOVERY = {
 # Several seconds of denoising on the tiny model: long enough to lose or stop its host mid-way.
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150, "fps": 8}
 COMPLETED_LINE = re.compile(r"job=([0-9a-f-]{36}) user_id=\S+ completed in")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Host:
@@ -119,14 +113,15 @@ class ApiHost(Host):
             "--pythonpath", str(BASE_DIR), "--bind", f"127.0.0.1:{self.port}",
             "--workers", "1", "--threads", "4", "--logger-class", "videogen.gunicorn.Logger",
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+
+        def answers_health() -> bool:
             with contextlib.suppress(OSError):
-                if self.request("GET", "/api/v1/health")[0] == 200:
-                    return self
-            if self.processes[0].poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"host {self.name}'s API did not start:\n{self.log[-4000:]}")
-            time.sleep(0.2)
+                return self.request("GET", "/api/v1/health")[0] == 200
+            return False
+
+        wait_until(answers_health, f"host {self.name}'s API to start", timeout=START_TIMEOUT,
+                   gone=lambda: self.processes[0].poll() is not None, details=lambda: self.log[-4000:])
+        return self
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)

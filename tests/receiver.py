@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from tests.processes import wait_until
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -48,13 +50,12 @@ class Receiver:
             return [received for received in self.deliveries if received.path == path]
 
     def wait_for(self, count: int, path: str = "/ok", timeout: float = 60) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def arrived() -> list[Received] | None:
             received = self.delivered(path)
-            if len(received) >= count:
-                return received
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.delivered(path))} of {count} deliveries to {path} after {timeout} s")
+            return received if len(received) >= count else None
+
+        return wait_until(arrived, f"{count} deliveries to {path}", timeout=timeout,
+                          details=lambda: f"{len(self.delivered(path))} of {count} arrived")
 
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
@@ -114,7 +115,8 @@ def running_receiver(slow_seconds: float = 15.0) -> Iterator[Receiver]:
     receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}", slow_seconds=slow_seconds)
     server.RequestHandlerClass = _handler(receiver)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever to look again (every 0.5 s by default).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield receiver

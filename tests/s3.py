@@ -6,11 +6,9 @@ storage pointed at it, and the environment a qcluster needs to write to it.
 """
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,17 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port, wait_until
+
 STARTUP_TIMEOUT = 60
 REGION = "us-east-1"
 # moto accepts any credentials; these are only what boto3 signs with.
 ACCESS_KEY = "videogen-test"
 SECRET_KEY = "videogen-test-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -51,7 +45,7 @@ class S3Server:
 
 @contextlib.contextmanager
 def running_s3_server(log_path: Path) -> Iterator[S3Server]:
-    port = _free_port()
+    port = free_port()
     with open(log_path, "a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -61,15 +55,14 @@ def running_s3_server(log_path: Path) -> Iterator[S3Server]:
         )
     server = S3Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail("moto_server exited at start:\n" + log_path.read_text()[-3000:])
+
+        def listens() -> bool:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("moto_server did not listen within 60 s:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.1)
+                return True
+            return False
+
+        wait_until(listens, "moto_server to listen", timeout=STARTUP_TIMEOUT, gone=lambda: process.poll() is not None,
+                   details=lambda: log_path.read_text()[-3000:])
         yield server
     finally:
         process.terminate()

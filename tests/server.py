@@ -11,19 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 
+from tests.processes import free_port, wait_until
+
 START_TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop_group(process: subprocess.Popen, signum: int, *, timeout: float) -> None:
@@ -59,14 +54,14 @@ class Server:
     def wait_until_up(self, what: str, *, healthy_only: bool = False) -> None:
         """Until /health answers (200, or 503 too unless healthy_only); fail with the log if the process exits."""
         answers = (200,) if healthy_only else (200, 503)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+
+        def answers_health() -> bool:
             with contextlib.suppress(OSError):
-                if self.request("GET", "/health")[0].status in answers:
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not start:\n" + self.log[-4000:].decode(errors="replace"))
-            time.sleep(0.1)
+                return self.request("GET", "/health")[0].status in answers
+            return False
+
+        wait_until(answers_health, f"{what} to start", timeout=START_TIMEOUT, gone=lambda: self.process.poll() is not None,
+                   details=lambda: self.log[-4000:].decode(errors="replace"))
 
     def raw(self, data: bytes) -> bytes:
         """Send bytes as they are (no client library to refuse them) and return the answer."""

@@ -37,6 +37,7 @@ def test_the_interactive_docs_are_served(api):
     assert b"swagger" in response.content.lower()
 
 
+@pytest.mark.slow
 def test_fuzzing_finds_no_server_error_and_no_response_outside_the_schema(live_server, tmp_path):
     result = subprocess.run(
         [
@@ -128,6 +129,7 @@ def fuzz_jobs(make_completed_job, media_root):
     return ids
 
 
+@pytest.mark.slow
 @given(method=METHODS, path=PATHS, query=QUERIES, headers=HEADERS, body=BODIES)
 @hypothesis_settings(
     max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
@@ -152,6 +154,7 @@ def test_no_query_string_header_cursor_or_body_gets_a_server_error_or_a_non_json
         assert response["Content-Type"] == "application/json", (method, url, extra, meta, response.content[:300])
 
 
+@pytest.mark.slow
 def test_the_fuzzing_above_sent_requests_and_saw_no_server_error():
     if SEEN["requests"] == 0:
         pytest.skip("the fuzz test did not run in this session")

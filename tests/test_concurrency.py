@@ -10,7 +10,7 @@ import pytest
 from jobs.models import Status, VideoGenerationJob
 from tests.cluster import wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TINY = {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 1}
 
@@ -59,7 +59,7 @@ def test_fifty_parallel_submits_from_five_users_all_complete_and_each_list_is_ex
     submitted = {user: set() for user in users}
     for (_, answer), request in zip(results, requests):
         submitted[request["user_id"]].add(answer["job_id"])
-    wait_until_finished(list(VideoGenerationJob.objects.all()), qcluster, set())
+    wait_until_finished(list(VideoGenerationJob.objects.all()), qcluster)
     assert VideoGenerationJob.objects.filter(status=Status.COMPLETED).count() == 50
     for user in users:
         listed = get(f"{live_server.url}/api/v1/videos?user_id={user}&page_size=100")

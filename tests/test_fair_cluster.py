@@ -6,7 +6,7 @@ from jobs.models import VideoGenerationJob
 from tests.cluster import running_qcluster, wait_for, wait_until_finished
 from tests.conftest import FAST_JOB
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def submit(api, user_id: str) -> VideoGenerationJob:
@@ -21,7 +21,7 @@ def test_users_who_submit_behind_a_backlog_start_after_at_most_one_more_of_it(ap
         wait_for(lambda: VideoGenerationJob.objects.filter(user_id="a", started_at__isnull=False).exists(),
                  "A's first job to start", cluster)
         b, c = submit(api, "b"), submit(api, "c")
-        wait_until_finished([*backlog, b, c], cluster, set())
+        wait_until_finished([*backlog, b, c], cluster)
 
     jobs = {job.pk: job for job in VideoGenerationJob.objects.all()}
     order = sorted(jobs.values(), key=lambda job: job.started_at)

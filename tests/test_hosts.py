@@ -7,7 +7,6 @@ here (60 s by default) so that a lost host's job is found quickly.
 """
 
 import os
-import time
 from contextlib import ExitStack
 
 import pytest
@@ -20,9 +19,11 @@ from tests.cluster import test_database_url
 from tests.conftest import FAST_JOB
 from tests.decode import decode_mp4
 from tests.hosts import LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env
+from tests.processes import wait_until
 from tests.s3 import new_bucket, s3_server  # noqa: F401 (a fixture)
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
         reason="several hosts share a PostgreSQL server (set DATABASE_URL)",
@@ -60,13 +61,7 @@ class Fleet:
         return "\n".join(f"--- {host.name}\n{host.log[-3000:]}" for host in self.hosts)
 
     def wait_for(self, condition, what: str, timeout: float = RECOVERY_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            time.sleep(0.1)
-        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{self.logs()}")
+        return wait_until(condition, what, timeout=timeout, details=self.logs)
 
     def wait_finished(self, job_ids, timeout: float = RECOVERY_TIMEOUT) -> list[VideoGenerationJob]:
         self.wait_for(

@@ -41,6 +41,7 @@ def test_quoted_values_keep_no_raw_control_character_quote_or_equals_sign(value)
     assert "=" not in text and "\n" not in text and "\x1b" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_json_format_writes_one_object_per_line_with_the_job_fields_from_a_real_server(tmp_path):
     log_path = tmp_path / "gunicorn.log"

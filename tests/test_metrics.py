@@ -4,7 +4,6 @@ processes: whichever process answers, the totals are the same and right.
 """
 
 import json
-import time
 
 import pytest
 from django.conf import settings
@@ -38,6 +37,7 @@ def scrape(server) -> dict[tuple, float]:
     return samples(body.decode())
 
 
+@pytest.mark.slow
 def test_metrics_count_jobs_and_requests_across_two_web_processes_and_a_cluster(tmp_path, media_root):
     env = {
         "DATABASE_URL": test_database_url(),
@@ -99,6 +99,7 @@ def test_metrics_count_jobs_and_requests_across_two_web_processes_and_a_cluster(
     assert after_stop.get(("videogen_workers_alive", (("host", settings.VIDEOGEN_WORKER_HOST),)), 0) == 0
 
 
+@pytest.mark.slow
 def test_metrics_need_the_token_when_one_is_set_and_are_absent_unless_enabled(tmp_path):
     env = {"DATABASE_URL": test_database_url(), "VIDEOGEN_METRICS": "true", "VIDEOGEN_METRICS_TOKEN": TOKEN,
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}

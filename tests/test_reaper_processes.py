@@ -16,7 +16,7 @@ from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_cancel, job_enqueue
 from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 256, "height": 256, "num_frames": 17, "num_inference_steps": 200}
 FAST_RECOVERY = {
@@ -42,7 +42,7 @@ def test_a_lost_job_is_queued_again_while_every_worker_is_busy(make_job, tmp_pat
         for job in (busy, lost):
             job.refresh_from_db()
             job_cancel(job)
-        wait_until_finished([busy, lost], cluster, set())
+        wait_until_finished([busy, lost], cluster)
 
     # Recovered while the only worker was still generating: by the parent's reaper.
     assert busy_status == Status.RUNNING
@@ -72,7 +72,7 @@ def test_a_task_taken_by_a_cluster_that_then_dies_still_runs(make_job, settings,
         cluster.process.wait()
 
     with running_qcluster(tmp_path / "q.log", media_root, **FAST_RECOVERY) as restarted:
-        wait_until_finished([first, waiting], restarted, set())
+        wait_until_finished([first, waiting], restarted)
 
     for job in (first, waiting):
         job.refresh_from_db()

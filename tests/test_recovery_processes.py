@@ -1,13 +1,13 @@
 """
 Nothing lost, nothing stuck, nothing run twice, with real processes: worker
-processes killed with SIGKILL, a whole cluster killed and restarted, a
-cluster stopped with SIGTERM, a task delivered twice.
+processes killed with SIGKILL, a cluster stopped with SIGTERM. (A whole
+cluster killed and restarted: tests/test_reaper_processes.py; a task delivered
+twice: tests/generation/test_task.py.)
 """
 
 import os
 import re
 import signal
-import time
 
 import pytest
 
@@ -15,7 +15,7 @@ from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_enqueue
 from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 # Several seconds of denoising on the tiny model: long enough to kill it mid-way.
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150}
@@ -32,7 +32,7 @@ def test_a_job_whose_worker_is_killed_completes_on_its_second_attempt(make_job, 
         job = submit(make_job)
         os.kill(running_worker_pid(job, cluster), signal.SIGKILL)
 
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
 
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETED, 2), job.error_message
@@ -46,43 +46,28 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(make_job, t
         os.kill(first, signal.SIGKILL)
         os.kill(running_worker_pid(job, cluster, not_pid=first), signal.SIGKILL)
 
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
 
     job.refresh_from_db()
     assert (job.status, job.error_code, job.attempts) == (Status.FAILED, "worker_lost", 2)
     assert "on each of its 2 attempts" in job.error_message
 
 
-def test_a_job_survives_its_whole_cluster_being_killed_and_restarted(make_job, tmp_path, media_root):
-    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        job = submit(make_job)
-        running_worker_pid(job, cluster)
-        os.killpg(cluster.process.pid, signal.SIGKILL)
-        cluster.process.wait()
-
-    with running_qcluster(tmp_path / "q.log", media_root) as restarted:
-        wait_until_finished([job], restarted, set())
-
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.COMPLETED, 2)
-
-
 def test_sigterm_hands_the_running_job_back_and_another_cluster_finishes_it(make_job, tmp_path, media_root):
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
         job = submit(make_job)
         running_worker_pid(job, cluster, after_step=3)
-        stopping = time.monotonic()
         cluster.process.send_signal(signal.SIGTERM)
+        # A bound for a hung stop only: that it stopped at a step, not at the
+        # end of the job nor killed, is what the log says below.
         cluster.process.wait(timeout=30)
-        stopped_in = time.monotonic() - stopping
 
     job.refresh_from_db()
     assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, "")
     assert re.search(r"handed back after step \d+ of 150", cluster.log)
-    assert stopped_in < 15
 
     with running_qcluster(tmp_path / "q.log", media_root) as restarted:
-        wait_until_finished([job], restarted, set())
+        wait_until_finished([job], restarted)
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETED, 1)
 
@@ -100,23 +85,6 @@ def test_a_worker_that_cannot_stop_in_time_is_killed_and_its_job_handed_back(mak
     job.refresh_from_db()
     assert (job.status, job.attempts, job.worker) == (Status.PENDING, 1, "")
     assert "did not hand job" in cluster.log
-
-
-def test_a_task_delivered_twice_runs_the_job_once(make_job, tmp_path, media_root):
-    job = make_job(width=64, height=64, num_frames=5, num_inference_steps=20)
-    job_enqueue(job)
-    job_enqueue(job)
-
-    with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        wait_until_finished([job], cluster, set())
-        wait_for(lambda: cluster.log.count(f"job={job.id}") >= 4, "both deliveries", cluster)
-
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.COMPLETED, 1)
-    assert cluster.log.count(f"job={job.id} user_id=\"alice\" running tiny-random") == 1
-    # The second delivery is a wake-up that finds nothing left to claim.
-    assert "nothing pending" in cluster.log
-    assert sorted(path.name for path in (media_root / "videos").iterdir()) == [f"{job.id}.mp4"]
 
 
 def test_a_second_stop_signal_does_not_hang_the_cluster(make_job, tmp_path, media_root):

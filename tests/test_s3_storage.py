@@ -25,6 +25,9 @@ from tests.conftest import FAST_JOB, gradient_frames
 from tests.decode import decode_mp4
 from tests.s3 import bucket, s3_server, s3_storages  # noqa: F401 (fixtures)
 
+# An S3 server process (moto's), a qcluster, or settings loaded in a fresh Python, in every test.
+pytestmark = pytest.mark.slow
+
 
 def body_of(response) -> bytes:
     return b"".join(response.streaming_content)
@@ -72,7 +75,7 @@ def test_a_real_cluster_stores_into_the_bucket_and_the_api_redirects_to_it(api, 
     jobs = list(VideoGenerationJob.objects.filter(pk__in=[job_id for _, job_id in submitted]))
 
     with running_qcluster(tmp_path / "qcluster.log", media_root, **bucket.env) as cluster:
-        wait_until_finished(jobs, cluster, set())
+        wait_until_finished(jobs, cluster)
 
     for user_id, job_id in submitted:
         job = VideoGenerationJob.objects.get(pk=job_id)
@@ -114,10 +117,12 @@ def test_a_job_cancelled_while_it_runs_leaves_nothing_in_the_bucket(api, bucket,
         wait_for(lambda: VideoGenerationJob.objects.filter(pk=job.pk, status=Status.RUNNING, progress__gt=0).exists(),
                  "the job to run", cluster)
         assert api.post(f"/api/v1/job/{job.pk}/cancel?user_id=alice").status_code == 200
-        wait_until_finished([job], cluster, set())
+        wait_until_finished([job], cluster)
 
     job.refresh_from_db()
     assert job.status == Status.CANCELLED
+    # At a step boundary, long before its 200 steps were done.
+    assert re.search(r"cancelled: stopped after step \d+ of 200", cluster.log), cluster.log[-3000:]
     assert bucket.keys() == []
 
 

@@ -12,6 +12,8 @@ from tests.cluster import running_qcluster, wait_for
 from tests.conftest import FAST_JOB
 from tests.receiver import SECRET, event_types, running_receiver
 
+pytestmark = pytest.mark.slow
+
 WEBHOOK_ENV = {
     "VIDEOGEN_WEBHOOK_SECRET": SECRET,
     "VIDEOGEN_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",

@@ -15,7 +15,7 @@ from jobs.recovery import parse_worker_name
 from jobs.services import job_cancel, job_enqueue
 from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150}
 TWO_CPU_SLOTS = {"VIDEOGEN_DEVICES": "cpu,cpu", "VIDEOGEN_TORCH_THREADS": "1"}
@@ -36,7 +36,7 @@ def test_two_workers_run_jobs_at_once_in_distinct_slots(make_job, tmp_path, medi
                                   .values_list("worker", flat=True))) and len(rows) == 2 and rows,
             "both jobs running", cluster,
         )
-        wait_until_finished(jobs, cluster, set())
+        wait_until_finished(jobs, cluster)
 
     assert sorted(slot_of(worker) for worker in workers) == [0, 1]
     assert all(worker.endswith(" cpu") for worker in workers)
@@ -66,7 +66,7 @@ def test_a_killed_workers_replacement_takes_its_slot(make_job, tmp_path, media_r
         for job in (victim_job, other):
             job.refresh_from_db()
             job_cancel(job)
-        wait_until_finished([victim_job, other], cluster, set())
+        wait_until_finished([victim_job, other], cluster)
 
     assert replacement != victim
     assert parse_worker_name(worker)[1] == replacement

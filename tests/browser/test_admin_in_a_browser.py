@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
@@ -32,6 +31,7 @@ PASSWORD = "a-long-operator-password"
 RERUN_TIMEOUT = 120
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),
         reason=f"no Chromium at {CHROMIUM} (Debian's 'chromium' package; .ci/run installs it)",
@@ -97,12 +97,10 @@ async () => {
 
 
 def test_an_operator_finds_a_users_video_watches_it_and_reruns_a_failed_job(
-    live_server, qcluster, make_job, make_completed_job, tmp_path
+    live_server, qcluster, operator, make_job, make_completed_job, tmp_path
 ):
-    operator = User.objects.create_user("operator", password=PASSWORD, is_staff=True)
-    operator.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_videogenerationjob", "change_videogenerationjob"])
-    )
+    operator.set_password(PASSWORD)
+    operator.save()
     video = make_completed_job(user_id="alice", prompt="a kite over green hills")
     failed = make_job(
         user_id="alice",

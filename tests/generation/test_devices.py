@@ -36,6 +36,7 @@ def test_a_host_that_hides_its_gpus_serves_the_cpu(monkeypatch):
         assert default_devices() == ["cpu"], hidden
 
 
+@pytest.mark.slow
 def test_counting_gpus_never_loads_torch():
     # The qcluster parent reads the settings: it must not load the CUDA runtime.
     code = "import sys; from generation.devices import default_devices; default_devices(); print('torch' in sys.modules)"
@@ -83,6 +84,7 @@ def test_visible_gpus_is_none_when_the_host_sets_nothing(monkeypatch):
     assert visible_gpus() is None
 
 
+@pytest.mark.slow
 def test_binding_sets_the_worker_process_environment_before_torch_loads():
     code = textwrap.dedent("""
         import os
@@ -136,12 +138,14 @@ def holders(tmp_path):
     started.stop()
 
 
+@pytest.mark.slow
 def test_workers_take_the_lowest_free_slots(holders):
     assert [holders.slot_of(holders.start()), holders.slot_of(holders.start())] == [0, 1]
     # Every slot is held: nothing is free for a third.
     assert try_claim_slot(holders.directory, 2) is None
 
 
+@pytest.mark.slow
 def test_a_replacement_for_a_killed_worker_takes_its_slot_and_no_other(holders):
     first, second = holders.start(), holders.start()
     slots = {holders.slot_of(first): first, holders.slot_of(second): second}
@@ -155,6 +159,7 @@ def test_a_replacement_for_a_killed_worker_takes_its_slot_and_no_other(holders):
     assert try_claim_slot(holders.directory, 2) is None
 
 
+@pytest.mark.slow
 def test_a_replacement_waits_while_the_worker_it_replaces_is_still_alive(holders):
     first, second = holders.start(), holders.start()
     slots = {holders.slot_of(first): first, holders.slot_of(second): second}

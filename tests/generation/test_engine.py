@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -44,11 +43,7 @@ def test_the_wan_twin_is_a_real_wan_pipeline_and_returns_the_frames_asked_for():
     assert frames.shape == (7, 48, 64, 3)
 
 
-def test_the_wan_twin_is_deterministic_per_seed():
-    assert np.array_equal(generate_frames(TINY_WAN, params(seed=5)), generate_frames(TINY_WAN, params(seed=5)))
-
-
-def test_returning_false_from_on_step_stops_before_the_next_step():
+def test_returning_false_from_on_step_stops_before_the_next_step_and_the_pipeline_serves_the_next_run():
     seen = []
 
     def stop_after_two(step, total):
@@ -60,12 +55,6 @@ def test_returning_false_from_on_step_stops_before_the_next_step():
 
     assert seen == [1, 2]
     assert (stopped.value.step, stopped.value.total) == (2, 10)
-
-
-def test_a_cancelled_pipeline_serves_the_next_run():
-    with pytest.raises(Cancelled):
-        generate_frames(TINY, params(), on_step=lambda step, total: False)
-
     assert generate_frames(TINY, params()).shape == (9, 48, 64, 3)
 
 
@@ -101,10 +90,10 @@ def test_memory_and_cache_options_run_the_same_code_path():
         TINY, name="tiny-options", enable_vae_slicing=True, enable_vae_tiling=True, cache="first_block_cache"
     )
 
-    frames = generate_frames(spec, params())
+    frames = generate_frames(spec, params(num_frames=1, width=32, height=32))
     pipeline = load_pipeline(spec)
 
-    assert frames.shape == (9, 48, 64, 3)
+    assert frames.shape == (1, 32, 32, 3)
     assert pipeline.vae.use_slicing and pipeline.vae.use_tiling
     assert pipeline.transformer.is_cache_enabled
 
@@ -149,15 +138,16 @@ def _count_feed_forward_runs(pipeline) -> dict:
 def test_the_taylorseer_cache_skips_most_steps_of_the_blocks(spec):
     # diffusers' default TaylorSeer targets match no module of these models:
     # without the engine's own module names the cache silently did nothing.
-    plain = generate_frames(spec, params(num_inference_steps=20))
+    # The smallest video: what is counted is steps, whatever their size.
+    small = params(num_inference_steps=20, num_frames=1, width=32, height=32)
     runs = _count_feed_forward_runs(load_pipeline(spec))
-    generate_frames(spec, params(num_inference_steps=20))
+    plain = generate_frames(spec, small)
     every_step = runs["count"]
     pipelines.release_pipelines()
 
     cached_spec = dataclasses.replace(spec, name=f"{spec.name}-taylorseer", cache="taylorseer_cache")
     runs = _count_feed_forward_runs(load_pipeline(cached_spec))
-    cached = generate_frames(cached_spec, params(num_inference_steps=20))
+    cached = generate_frames(cached_spec, small)
 
     assert every_step in (20, 40)  # CogVideoX batches the guidance pass; Wan runs it apart
     assert runs["count"] <= every_step * 0.4

@@ -28,11 +28,6 @@ def params(**overrides) -> GenerationParams:
 pytestmark = pytest.mark.usefixtures("fresh_pipelines")
 
 
-@pytest.mark.parametrize("asked, generated", [(1, 1), (2, 5), (5, 5), (6, 9), (36, 37), (49, 49)])
-def test_frame_counts_round_up_to_the_form_cogvideox_needs(asked, generated):
-    assert TINY.valid_frame_count(asked) == generated
-
-
 def test_tiny_random_is_a_real_cogvideox_pipeline():
     from diffusers import CogVideoXPipeline
 
@@ -52,7 +47,9 @@ def test_the_tiny_tokenizer_turns_words_into_known_pieces():
     assert tokenizer.unk_token_id not in ids
 
 
-@pytest.mark.parametrize("num_frames", [1, 6, 9, 10])
+# How a count is rounded up is the catalogue's (tests/generation/test_registry.py);
+# here, that what was generated beyond the count asked for is trimmed.
+@pytest.mark.parametrize("num_frames", [1, 6])
 def test_it_returns_exactly_the_frames_asked_for(num_frames):
     frames = generate_frames(TINY, params(num_frames=num_frames))
 
@@ -60,10 +57,11 @@ def test_it_returns_exactly_the_frames_asked_for(num_frames):
     assert frames.dtype == np.uint8
 
 
-def test_the_same_seed_gives_the_same_frames_and_another_seed_does_not():
-    first = generate_frames(TINY, params(seed=11))
-    again = generate_frames(TINY, params(seed=11))
-    other = generate_frames(TINY, params(seed=12))
+@pytest.mark.parametrize("spec", [TINY, get_spec("tiny-random-wan")], ids=["cogvideox", "wan"])
+def test_the_same_seed_gives_the_same_frames_and_another_seed_does_not(spec):
+    first = generate_frames(spec, params(seed=11, num_frames=1, width=32, height=32))
+    again = generate_frames(spec, params(seed=11, num_frames=1, width=32, height=32))
+    other = generate_frames(spec, params(seed=12, num_frames=1, width=32, height=32))
 
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
@@ -72,7 +70,8 @@ def test_the_same_seed_gives_the_same_frames_and_another_seed_does_not():
 def test_it_reports_every_denoising_step():
     steps = []
 
-    generate_frames(TINY, params(num_inference_steps=4), on_step=lambda done, total: steps.append((done, total)))
+    generate_frames(TINY, params(num_inference_steps=4, num_frames=1, width=32, height=32),
+                    on_step=lambda done, total: steps.append((done, total)))
 
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
@@ -84,7 +83,7 @@ def test_a_pipeline_is_loaded_once_per_process():
 def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_frames(tmp_path, monkeypatch):
     from diffusers import CogVideoXPipeline
 
-    expected = generate_frames(TINY, params())
+    expected = generate_frames(TINY, params(num_frames=1, width=32, height=32))
     load_pipeline(TINY).save_pretrained(tmp_path / "CogVideoX-tiny")
     pipelines.release_pipelines()
     # The real CogVideoX-2b spec, pointed at a local directory as an operator would.
@@ -95,7 +94,7 @@ def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_fra
     )
 
     loaded = load_pipeline(real_spec)
-    frames = generate_frames(real_spec, params())
+    frames = generate_frames(real_spec, params(num_frames=1, width=32, height=32))
 
     assert type(loaded) is CogVideoXPipeline
     assert np.array_equal(frames, expected)

@@ -3,7 +3,6 @@
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
 from django_q.exceptions import TimeoutException
@@ -51,18 +50,22 @@ def test_progress_is_written_while_denoising_but_not_once_per_step(make_job, set
     assert written == [7, 90]
 
 
-def test_a_second_delivery_of_a_finished_job_does_nothing(make_job, media_root):
+def test_a_task_delivered_twice_runs_the_job_once(make_job, media_root, caplog):
     job = make_job()
-    generate_video(str(job.id), job.user_id)
-    job.refresh_from_db()
-    video_bytes = (media_root / job.video.name).read_bytes()
+    with caplog.at_level(logging.INFO, logger="generation"):
+        generate_video(str(job.id), job.user_id)
+        job.refresh_from_db()
+        video_bytes = (media_root / job.video.name).read_bytes()
 
-    generate_video(str(job.id), job.user_id)
+        generate_video(str(job.id), job.user_id)
 
     again = VideoGenerationJob.objects.get(pk=job.pk)
     assert (again.status, again.attempts, again.video.name) == (Status.COMPLETED, 1, job.video.name)
     assert (media_root / job.video.name).read_bytes() == video_bytes
     assert sorted(p.name for p in (media_root / "videos").iterdir()) == [f"{job.id}.mp4"]
+    assert caplog.text.count("running tiny-random") == 1
+    # The second delivery is a wake-up that finds nothing left to claim.
+    assert "nothing pending" in caplog.text
 
 
 def test_a_job_another_worker_has_claimed_is_left_alone(make_job):
@@ -72,15 +75,6 @@ def test_a_job_another_worker_has_claimed_is_left_alone(make_job):
 
     job.refresh_from_db()
     assert (job.status, job.attempts, job.video.name) == (Status.RUNNING, 1, "")
-
-
-def test_a_cancelled_job_is_not_run(make_job):
-    job = make_job(status=Status.CANCELLED)
-
-    generate_video(str(job.id), job.user_id)
-
-    job.refresh_from_db()
-    assert (job.status, job.started_at) == (Status.CANCELLED, None)
 
 
 def test_a_wake_up_for_a_missing_job_with_nothing_pending_is_logged_and_does_nothing(db, caplog):
@@ -175,18 +169,6 @@ def test_a_completed_job_records_how_it_was_made_and_keeps_a_preview(make_job, m
         assert preview.n_frames == 9
 
 
-def test_the_same_seed_and_parameters_make_the_same_video(make_job, media_root):
-    first, second = make_job(seed=77), make_job(seed=77)
-
-    for job in (first, second):
-        generate_video(str(job.id), job.user_id)
-        job.refresh_from_db()
-
-    _, first_frames = decode_mp4(media_root / first.video.name)
-    _, second_frames = decode_mp4(media_root / second.video.name)
-    assert np.array_equal(first_frames, second_frames)
-
-
 def test_a_wan_job_ends_completed_with_the_frames_asked_for(make_job, media_root, settings):
     settings.VIDEOGEN_MODELS = ["tiny-random", "tiny-random-wan"]
     job = make_job(model_name="tiny-random-wan", num_frames=6, width=64, height=32, fps=10)
@@ -200,27 +182,25 @@ def test_a_wan_job_ends_completed_with_the_frames_asked_for(make_job, media_root
     assert job.run_info["pipeline"] == "WanPipeline"
 
 
-def test_out_of_memory_fails_the_job_with_its_class_and_the_worker_serves_the_next(make_job):
+def test_out_of_memory_fails_the_job_with_its_class_and_the_engines_message(make_job):
+    # That the pipeline keeps serving after it: tests/generation/test_engine.py.
     pipeline = pipelines.load_pipeline(get_spec("tiny-random"))
 
     def run_out_of_memory(module, args, kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.50 GiB.")
 
     hook = pipeline.transformer.register_forward_pre_hook(run_out_of_memory, with_kwargs=True)
-    big, next_job = make_job(), make_job()
+    big = make_job()
     try:
         generate_video(str(big.id), big.user_id)
     finally:
         hook.remove()
-    generate_video(str(next_job.id), next_job.user_id)
 
     big.refresh_from_db()
-    next_job.refresh_from_db()
-    assert (big.status, big.error_code) == (Status.FAILED, "out_of_memory")
+    assert (big.status, big.error_code, big.attempts) == (Status.FAILED, "out_of_memory", 1)
     assert "Tried to allocate 12.50 GiB" in big.error_message
     assert "9 frames at 64x64" in big.error_message
-    assert big.attempts == 1
-    assert next_job.status == Status.COMPLETED
+    assert big.completed_at is not None and not big.video
 
 
 def test_a_job_cancelled_while_it_runs_stops_at_the_next_step_and_keeps_no_video(make_job, media_root, settings):

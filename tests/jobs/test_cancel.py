@@ -39,15 +39,3 @@ def test_another_users_job_cannot_be_cancelled_and_looks_missing(api, make_job):
     assert foreign.json() == missing.json()
     job.refresh_from_db()
     assert job.status == Status.PENDING
-
-
-def test_a_cancelled_job_is_never_picked_up(api, make_job):
-    from generation.tasks import generate_video
-
-    job = make_job()
-    api.post(f"/api/v1/job/{job.id}/cancel")
-
-    generate_video(str(job.id), job.user_id)
-
-    job.refresh_from_db()
-    assert (job.status, job.started_at) == (Status.CANCELLED, None)

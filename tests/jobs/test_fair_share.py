@@ -1,16 +1,10 @@
 """Which job a free worker claims: the fair policy (jobs/queue.py), on a real database."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from jobs.models import Status, UserWeight, VideoGenerationJob
 from jobs.queue import job_claim_next
-
-
-def ago(seconds: float):
-    return timezone.now() - timedelta(seconds=seconds)
+from tests.conftest import ago
 
 
 @pytest.fixture
@@ -92,14 +86,16 @@ def test_a_user_with_weight_two_gets_twice_the_share(make_job, used):
     assert claim() == "bob"
 
 
-def test_a_cancelled_job_is_never_claimed_and_used_no_time(make_job):
-    make_job(user_id="alice", status=Status.CANCELLED, submitted_at=ago(100), completed_at=ago(50))
+def test_a_job_cancelled_before_it_started_is_never_claimed(make_job):
+    cancelled = make_job(user_id="alice", status=Status.CANCELLED, submitted_at=ago(100), completed_at=ago(50))
     waiting = make_job(user_id="bob", submitted_at=ago(10))
 
     job = job_claim_next(queue=None, worker="test:1")
 
     assert job.pk == waiting.pk
     assert job_claim_next(queue=None, worker="test:1") is None
+    cancelled.refresh_from_db()
+    assert (cancelled.status, cancelled.started_at, cancelled.worker) == (Status.CANCELLED, None, "")
 
 
 def test_a_claimed_job_is_running_as_the_claiming_worker(make_job):

@@ -84,6 +84,7 @@ def test_errors_are_json_even_to_a_client_that_asked_for_video(api, make_job, ma
     assert hidden.status_code == 404 and hidden.json() == {"detail": "No such job."}
 
 
+@pytest.mark.slow
 @FUZZ
 @given(accept=st.text(st.characters(codec="latin-1", exclude_categories=["Cc"]), max_size=200))
 def test_no_accept_header_is_a_500(api, job, accept):
@@ -109,6 +110,7 @@ def test_files_carry_an_etag_and_last_modified_that_stay_the_same(api, job, medi
     assert (again["ETag"], again["Last-Modified"]) == (first["ETag"], first["Last-Modified"])
 
 
+@pytest.mark.slow
 def test_the_etag_is_the_same_in_another_process(api, job, media_root):
     # Workers and several API processes must agree, or caches and If-Range break.
     code = (
@@ -198,6 +200,7 @@ def test_a_stale_if_range_gets_the_whole_file(api, job, video, validator):
     assert body_of(response) == video
 
 
+@pytest.mark.slow
 @FUZZ
 @given(validator=st.text(st.characters(codec="latin-1", exclude_categories=["Cc"]), max_size=100))
 def test_no_if_range_value_is_a_500(api, job, video, validator):
@@ -240,6 +243,7 @@ range_headers = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(header=range_headers)
 def test_every_range_header_gets_the_right_bytes_the_whole_file_or_a_json_416(api, job, video, header):

@@ -101,6 +101,7 @@ def test_a_cursor_with_an_invalid_position_is_a_400_naming_the_cursor(api, two_v
     assert body["errors"] == {"cursor": ["Invalid cursor."]}
 
 
+@pytest.mark.slow
 @given(
     tokens=st.dictionaries(
         st.sampled_from(["o", "r", "p", "x"]),
@@ -235,6 +236,7 @@ def test_submit_with_a_different_user_id_in_the_query_is_a_400(api, db):
     assert list(body["errors"]) == ["user_id"]
 
 
+@pytest.mark.slow
 @given(
     params=st.lists(
         st.tuples(st.text(min_size=1, max_size=12), st.text(max_size=12)), min_size=1, max_size=4

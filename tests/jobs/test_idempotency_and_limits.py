@@ -8,19 +8,9 @@ from jobs.models import Status, VideoGenerationJob
 REQUEST = {"user_id": "alice", "prompt": "a cat", "seed": 5}
 
 
-@pytest.fixture
-def submit(api, db, django_capture_on_commit_callbacks):
-    def post(body=REQUEST, key=None):
-        headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
-        with django_capture_on_commit_callbacks(execute=True):
-            return api.post("/api/v1/generate", body, format="json", **headers)
-
-    return post
-
-
 def test_the_same_key_returns_the_original_job_with_200(submit):
-    first = submit(key="order-17")
-    again = submit(key="order-17")
+    first = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="order-17")
+    again = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="order-17")
 
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["job_id"] == first.json()["job_id"]
@@ -28,9 +18,9 @@ def test_the_same_key_returns_the_original_job_with_200(submit):
 
 
 def test_the_same_key_with_another_body_is_a_422(submit):
-    submit(key="order-17")
+    submit(REQUEST, HTTP_IDEMPOTENCY_KEY="order-17")
 
-    response = submit({**REQUEST, "prompt": "a dog"}, key="order-17")
+    response = submit({**REQUEST, "prompt": "a dog"}, HTTP_IDEMPOTENCY_KEY="order-17")
 
     assert response.status_code == 422
     assert "different request" in response.json()["detail"]
@@ -38,26 +28,26 @@ def test_the_same_key_with_another_body_is_a_422(submit):
 
 
 def test_keys_belong_to_one_user(submit):
-    mine = submit(key="k")
-    theirs = submit({**REQUEST, "user_id": "bob"}, key="k")
+    mine = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="k")
+    theirs = submit({**REQUEST, "user_id": "bob"}, HTTP_IDEMPOTENCY_KEY="k")
 
     assert theirs.status_code == 202
     assert theirs.json()["job_id"] != mine.json()["job_id"]
 
 
 def test_a_key_older_than_a_day_makes_a_new_job(submit):
-    first = submit(key="k")
+    first = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="k")
     VideoGenerationJob.objects.update(submitted_at=timezone.now() - timedelta(hours=25))
 
-    again = submit(key="k")
+    again = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="k")
 
     assert again.status_code == 202
     assert again.json()["job_id"] != first.json()["job_id"]
 
 
 def test_without_a_key_every_submit_is_a_new_job(submit):
-    submit()
-    submit()
+    submit(REQUEST)
+    submit(REQUEST)
 
     assert VideoGenerationJob.objects.count() == 2
 
@@ -75,7 +65,7 @@ def test_a_user_at_the_active_job_limit_gets_a_429(submit, make_job, settings):
     make_job(user_id="alice", status=Status.PENDING)
     make_job(user_id="alice", status=Status.RUNNING)
 
-    response = submit()
+    response = submit(REQUEST)
 
     assert response.status_code == 429
     assert "limit is 2" in response.json()["detail"]
@@ -89,14 +79,14 @@ def test_finished_jobs_and_other_users_do_not_count_toward_the_limit(submit, mak
     make_job(user_id="alice", status=Status.FAILED)
     make_job(user_id="bob", status=Status.PENDING)
 
-    assert submit().status_code == 202
+    assert submit(REQUEST).status_code == 202
 
 
 def test_a_retry_of_an_accepted_request_is_answered_even_at_the_limit(submit, settings):
     settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = 1
-    first = submit(key="k")
+    first = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="k")
 
-    again = submit(key="k")
+    again = submit(REQUEST, HTTP_IDEMPOTENCY_KEY="k")
 
     assert again.status_code == 200
     assert again.json()["job_id"] == first.json()["job_id"]

@@ -255,6 +255,7 @@ def run_command(*args: str, **popen) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_non_zero_with_a_clear_message(db):
     process = run_command("--since", "someday")
     out, err = process.communicate(timeout=60)
@@ -263,6 +264,7 @@ def test_bad_arguments_exit_non_zero_with_a_clear_message(db):
     assert "--since: 'someday' is not a date (YYYY-MM-DD) or an ISO 8601 date and time" in err
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_queue_each_job_once(make_failed):
     # Spread over users, each below VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER once re-run.

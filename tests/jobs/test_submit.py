@@ -8,15 +8,6 @@ from jobs.models import Status, VideoGenerationJob
 SEED_EXAMPLE = {"user_id": "user123", "prompt": "A beautiful sunset over mountains", "fps": 24}
 
 
-@pytest.fixture
-def submit(api, db, django_capture_on_commit_callbacks):
-    def post(body, **headers):
-        with django_capture_on_commit_callbacks(execute=True):
-            return api.post("/api/v1/generate", body, format="json", **headers)
-
-    return post
-
-
 def test_the_seed_example_is_accepted_and_answers_the_original_shape(submit):
     response = submit(SEED_EXAMPLE)
 
