@@ -22,6 +22,8 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from jobs.deployment import served_models
+
 logger = logging.getLogger(__name__)
 
 # Seconds. A job runs for seconds (tiny models) to an hour; it waits for
@@ -209,7 +211,6 @@ def render() -> str:
 
 
 def render_jobs() -> str:
-    from generation.registry import served_models
     from jobs.models import ACTIVE, MetricSeries, Status, VideoGenerationJob, WorkerGpu, WorkerHost
 
     samples: dict[str, list[str]] = {name: [] for name in HELP}

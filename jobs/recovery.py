@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs.deployment import queue_for_model
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from videogen.logformat import log_fields
 
@@ -133,7 +134,6 @@ def requeue_orphaned_pending_jobs() -> int:
     """
     from django_q.brokers import get_broker
 
-    from generation.registry import queue_for_model
     from jobs.services import job_enqueue
 
     settle = timezone.now() - timedelta(seconds=WAKE_UP_SETTLE)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from generation.registry import served_models
+from jobs.deployment import served_models
 from jobs.estimates import estimated_completion_at, queue_standing
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_STATUSES, ErrorCode, Status, VideoGenerationJob
 

@@ -16,9 +16,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from generation.registry import served_models
 from jobs import schema
 from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
+from jobs.deployment import served_models
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
 from jobs.http import DATABASE_DOWN, file_response, json_error
 from jobs.models import Status, VideoGenerationJob
