@@ -34,7 +34,7 @@ from jobs.deployment import job_timeout, model_spec
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.metrics import record_gpu_memory
 from jobs.queue import job_claim_next, pending_for
-from jobs.recovery import worker_name
+from jobs.recovery import job_hand_back, worker_name
 from jobs.services import wake_up
 from videogen.logformat import log_fields
 
@@ -294,8 +294,6 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
 
 
 def _hand_back(job: VideoGenerationJob, log: JobLog, stop: Cancelled) -> None:
-    from jobs.recovery import job_hand_back
-
     retry_database(lambda: job_hand_back(job))
     log.info("worker stopping: handed back after step %d of %d", stop.step, stop.total)
 
