@@ -1,6 +1,6 @@
 """
-The model catalogue: what each model videogen knows how to run is, as plain
-data (pipeline class, dtype, memory options, frame rule, measured memory).
+The model catalogue: each model videogen knows how to run, as plain data
+(pipeline class, dtype, memory options, frame rule, measured memory).
 
 Pure Python: no Django settings, no environment, no torch or diffusers. The
 API validates requests against it in web processes that never load a model,
@@ -343,6 +343,8 @@ def catalogue(overrides: Mapping[str, Mapping] | None = None) -> dict[str, Model
     of a built-in spec, a new name describes a new model ({"my-model":
     {...every field...}}), and a "memory" object becomes a MemoryProfile.
     """
+    if not isinstance(overrides or {}, Mapping):
+        raise CatalogueError("must be an object of model names to spec fields")
     specs = dict(BUILTIN_MODELS)
     fields = {field.name for field in dataclasses.fields(ModelSpec)}
     for name, values in (overrides or {}).items():

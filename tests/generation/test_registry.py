@@ -41,6 +41,7 @@ def test_overrides_add_a_model_with_its_memory_profile():
     [
         ({"cogvideox-2b": {"weights": "/x"}}, "unknown fields"),
         ({"cogvideox-2b": "nope"}, "must map to an object"),
+        (["cogvideox-2b"], "must be an object of model names"),
         ({"new-model": {"source": "/x"}}, "new-model"),
         ({"cogvideox-2b": {"memory": {"resident": 1}}}, "memory"),
         ({"cogvideox-2b": {"cache": "magic"}}, "cache must be one of"),

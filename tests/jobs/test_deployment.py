@@ -10,6 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+from generation.registry import UnknownModel
 from jobs import deployment
 from jobs.deployment import (
     job_timeout,
@@ -84,8 +85,6 @@ def test_settings_read_weights_locations_from_the_environment():
 
 
 def test_an_unknown_model_is_refused_by_name():
-    from generation.registry import UnknownModel
-
     with pytest.raises(UnknownModel, match="sora"):
         model_spec("sora")
 
