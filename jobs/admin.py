@@ -211,7 +211,7 @@ class UserIdFilter(admin.SimpleListFilter):
 
 class ModelNameFilter(admin.SimpleListFilter):
     """
-    The models the registry knows, without asking the table: listing the
+    The models this installation knows, without asking the table: listing the
     distinct model_name values would read every row on every page load.
     """
 
@@ -221,7 +221,7 @@ class ModelNameFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         names = set(known_models())
         if self.value():
-            # A model since removed from the registry stays filterable by URL.
+            # A model since removed from the catalogue stays filterable by URL.
             names.add(self.value())
         return [(name, name) for name in sorted(names)]
 

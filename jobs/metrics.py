@@ -208,7 +208,6 @@ def render() -> str:
 
 
 def render_jobs() -> str:
-
     samples: dict[str, list[str]] = {name: [] for name in HELP}
     for name, labels, value in MetricSeries.objects.order_by("name", "labels").values_list("name", "labels", "value"):
         family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
