@@ -191,10 +191,10 @@ def main() -> None:
     import torch
 
     from generation.pipelines import load_pipeline, resolve_device
-    from generation.registry import get_spec
+    from jobs.deployment import model_spec
 
     torch.set_num_threads(threads)
-    spec = get_spec(args.model)
+    spec = model_spec(args.model)
     data_dir = Path(tempfile.mkdtemp(prefix="videogen-bench-"))
     processes, base = start_service(args, threads, data_dir)
     try:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -132,8 +133,6 @@ def binding_for(device: str, visible: list[str] | None) -> Binding:
 
 def bind_device(device: str) -> str:
     """In a worker process, before torch initialises CUDA: own `device`. Returns the name to use inside."""
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("CUDA is already initialised in this process: too late to bind a device")

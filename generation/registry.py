@@ -1,24 +1,19 @@
 """
-The models videogen knows how to run, as plain data.
+The model catalogue: each model videogen knows how to run, as plain data
+(pipeline class, dtype, memory options, frame rule, measured memory).
 
-This module imports neither torch nor diffusers: the API validates requests
-against it in web processes that never load a model.
-
-Built-in specs can be changed, and new ones added, with a JSON file named by
-VIDEOGEN_MODELS_FILE: {"cogvideox-2b": {"source": "/models/CogVideoX-2b",
-"enable_model_cpu_offload": true}, "my-model": {...every field...}}. The
-weights location of one model can also be set with
-VIDEOGEN_MODEL_SOURCE_<NAME> (name upper-cased, "-" and "." as "_").
+Pure Python: no Django settings, no environment, no torch or diffusers. The
+API validates requests against it in web processes that never load a model,
+and the engine and its tests use it without django.setup(). Which of these
+models a deployment serves, on which queue and for how long, is policy:
+jobs/deployment.py, which also applies the operator's models file and
+weights locations through catalogue().
 """
 
 import dataclasses
-import functools
-import json
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from types import MappingProxyType
 
 CACHE_METHODS = ("first_block_cache", "taylorseer_cache")
 
@@ -108,7 +103,8 @@ class ModelSpec:
     fps: int = 24
 
     # Seconds a job of this model may run (load included) before it fails as
-    # timed out; at most VIDEOGEN_JOB_TIMEOUT, which is the default.
+    # timed out; None: the deployment's VIDEOGEN_JOB_TIMEOUT, which also caps
+    # it (jobs/deployment.py).
     timeout: int | None = None
 
     # Memory and speed options, all off unless the spec or the operator asks.
@@ -329,107 +325,54 @@ BUILTIN_SPECS = (
 )
 
 
-def _env_name(model_name: str) -> str:
-    return model_name.upper().replace("-", "_").replace(".", "_")
-
-
-def _apply_overrides(specs: dict[str, ModelSpec], overrides: dict) -> dict[str, ModelSpec]:
-    fields = {field.name for field in dataclasses.fields(ModelSpec)}
-    for name, values in overrides.items():
-        if not isinstance(values, dict):
-            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: {name!r} must map to an object of spec fields")
-        unknown = set(values) - fields
-        if unknown:
-            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: unknown fields for {name!r}: {sorted(unknown)}")
-        if isinstance(values.get("memory"), dict):
-            try:
-                values = {**values, "memory": MemoryProfile(**values["memory"])}
-            except TypeError as exc:
-                raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: model {name!r} memory: {exc}")
-        try:
-            if name in specs:
-                specs[name] = dataclasses.replace(specs[name], **values)
-            else:
-                specs[name] = ModelSpec(**{"name": name, **values})
-        except TypeError as exc:
-            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE: model {name!r}: {exc}")
-    return specs
-
-
-@functools.cache
-def _registry(models_file: str) -> dict[str, ModelSpec]:
-    specs = {spec.name: spec for spec in BUILTIN_SPECS}
-    if models_file:
-        try:
-            with open(models_file) as handle:
-                overrides = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise ImproperlyConfigured(f"VIDEOGEN_MODELS_FILE {models_file!r} cannot be read: {exc}")
-        specs = _apply_overrides(specs, overrides)
-    for name, spec in specs.items():
-        if spec.cache not in (None, *CACHE_METHODS):
-            raise ImproperlyConfigured(f"model {name!r}: cache must be one of {CACHE_METHODS}")
-        if spec.timeout is not None and not 1 <= spec.timeout <= settings.VIDEOGEN_JOB_TIMEOUT:
-            # The broker's redelivery lock is sized from VIDEOGEN_JOB_TIMEOUT.
-            raise ImproperlyConfigured(
-                f"model {name!r}: timeout must be 1-{settings.VIDEOGEN_JOB_TIMEOUT} (VIDEOGEN_JOB_TIMEOUT)"
-            )
-    return specs
-
-
-def job_timeout(name: str) -> int:
-    """Seconds a job of this model may run."""
-    spec = registry().get(name)
-    return (spec.timeout if spec and spec.timeout else None) or settings.VIDEOGEN_JOB_TIMEOUT
-
-
-def registry() -> dict[str, ModelSpec]:
-    """Every model this installation knows, built-in and configured."""
-    specs = dict(_registry(settings.VIDEOGEN_MODELS_FILE))
-    for name, spec in specs.items():
-        source = os.environ.get(f"VIDEOGEN_MODEL_SOURCE_{_env_name(name)}")
-        if source:
-            specs[name] = dataclasses.replace(spec, source=source)
-    return specs
+BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in BUILTIN_SPECS})
 
 
 class UnknownModel(LookupError):
     pass
 
 
-def get_spec(name: str) -> ModelSpec:
-    specs = registry()
+class CatalogueError(ValueError):
+    """Overrides that do not describe valid specs."""
+
+
+def catalogue(overrides: Mapping[str, Mapping] | None = None) -> dict[str, ModelSpec]:
+    """
+    The built-in specs with overrides applied: {"cogvideox-2b": {"source":
+    "/models/CogVideoX-2b", "enable_model_cpu_offload": true}} changes fields
+    of a built-in spec, a new name describes a new model ({"my-model":
+    {...every field...}}), and a "memory" object becomes a MemoryProfile.
+    """
+    if not isinstance(overrides or {}, Mapping):
+        raise CatalogueError("must be an object of model names to spec fields")
+    specs = dict(BUILTIN_MODELS)
+    fields = {field.name for field in dataclasses.fields(ModelSpec)}
+    for name, values in (overrides or {}).items():
+        if not isinstance(values, Mapping):
+            raise CatalogueError(f"{name!r} must map to an object of spec fields")
+        unknown = set(values) - fields
+        if unknown:
+            raise CatalogueError(f"unknown fields for {name!r}: {sorted(unknown)}")
+        if isinstance(values.get("memory"), Mapping):
+            try:
+                values = {**values, "memory": MemoryProfile(**values["memory"])}
+            except TypeError as exc:
+                raise CatalogueError(f"model {name!r} memory: {exc}")
+        try:
+            if name in specs:
+                specs[name] = dataclasses.replace(specs[name], **values)
+            else:
+                specs[name] = ModelSpec(**{"name": name, **values})
+        except TypeError as exc:
+            raise CatalogueError(f"model {name!r}: {exc}")
+    for name, spec in specs.items():
+        if spec.cache not in (None, *CACHE_METHODS):
+            raise CatalogueError(f"model {name!r}: cache must be one of {CACHE_METHODS}")
+    return specs
+
+
+def get_spec(name: str, specs: Mapping[str, ModelSpec] = BUILTIN_MODELS) -> ModelSpec:
+    """One model of a catalogue (the built-in one unless given)."""
     if name not in specs:
         raise UnknownModel(f"unknown model {name!r}; known models: {', '.join(sorted(specs))}")
     return specs[name]
-
-
-def served_models() -> dict[str, ModelSpec]:
-    """The specs this deployment serves (VIDEOGEN_MODELS), in that order."""
-    known = registry()
-    served = {}
-    for name in settings.VIDEOGEN_MODELS:
-        if name not in known:
-            raise ImproperlyConfigured(f"VIDEOGEN_MODELS names {name!r}; known models: {', '.join(sorted(known))}")
-        served[name] = known[name]
-    if settings.VIDEOGEN_DEFAULT_MODEL not in served:
-        raise ImproperlyConfigured(
-            f"VIDEOGEN_DEFAULT_MODEL {settings.VIDEOGEN_DEFAULT_MODEL!r} is not in VIDEOGEN_MODELS"
-        )
-    return served
-
-
-def queue_for_model(name: str) -> str | None:
-    """The django-q2 queue for a model's jobs, when VIDEOGEN_MODEL_QUEUES pins it; None for the default queue."""
-    return settings.VIDEOGEN_MODEL_QUEUES.get(name)
-
-
-def queue_timeout(queue: str | None) -> int:
-    """
-    The django-q2 timeout of a wake-up sent to a queue: the longest of its
-    models' (the worker does not know which job it will claim; it then holds
-    the job to that job's own, see generation.worker.limit_task_time).
-    """
-    pinned = settings.VIDEOGEN_MODEL_QUEUES
-    models = [name for name in settings.VIDEOGEN_MODELS if pinned.get(name) == queue] or [settings.VIDEOGEN_DEFAULT_MODEL]
-    return max(job_timeout(name) for name in models)

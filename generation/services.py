@@ -28,12 +28,13 @@ from generation.pipelines import (
     describe_run,
     generate_frames,
 )
-from generation.registry import UnknownModel, get_spec, job_timeout
+from generation.registry import UnknownModel
 from generation.worker import current_slot, limit_task_time, shutdown_requested
+from jobs.deployment import job_timeout, model_spec
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.metrics import record_gpu_memory
 from jobs.queue import job_claim_next, pending_for
-from jobs.recovery import worker_name
+from jobs.recovery import job_hand_back, worker_name
 from jobs.services import wake_up
 from videogen.logformat import log_fields
 
@@ -207,7 +208,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
     run_info: dict = {}
     try:
         configure_torch(settings.VIDEOGEN_TORCH_THREADS)
-        spec = get_spec(job.model_name)
+        spec = model_spec(job.model_name)
         options = load_options()
         # The device as the operator listed it (cuda:3), not as the bound process sees it (cuda:0).
         run_info = {**describe_run(spec, options), "device": current_slot().device, "slot": current_slot().index}
@@ -293,8 +294,6 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
 
 
 def _hand_back(job: VideoGenerationJob, log: JobLog, stop: Cancelled) -> None:
-    from jobs.recovery import job_hand_back
-
     retry_database(lambda: job_hand_back(job))
     log.info("worker stopping: handed back after step %d of %d", stop.step, stop.total)
 

@@ -13,6 +13,7 @@ from django.dispatch import receiver
 from django_q.signals import post_spawn
 
 from generation.devices import SlotClaim, bind_device, claim_slot, slot_directory
+from jobs.recovery import reap_lost_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ def start_worker(sender, proc_name, **kwargs) -> None:
     # the OOM killer, say): its job is found here at once instead of at the
     # next reap.
     from django_q.utils import close_old_django_connections
-
-    from jobs.recovery import reap_lost_jobs
 
     close_old_django_connections()
     try:

@@ -21,7 +21,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator, capfirst
 
-from generation.registry import registry
+from jobs.deployment import known_models
 from jobs.estimates import queue_standing
 from jobs.models import ApiKey, Status, UserWeight, VideoGenerationJob, WebhookAttempt, WebhookEvent
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
@@ -211,7 +211,7 @@ class UserIdFilter(admin.SimpleListFilter):
 
 class ModelNameFilter(admin.SimpleListFilter):
     """
-    The models the registry knows, without asking the table: listing the
+    The models this installation knows, without asking the table: listing the
     distinct model_name values would read every row on every page load.
     """
 
@@ -219,9 +219,9 @@ class ModelNameFilter(admin.SimpleListFilter):
     parameter_name = "model_name"
 
     def lookups(self, request, model_admin):
-        names = set(registry())
+        names = set(known_models())
         if self.value():
-            # A model since removed from the registry stays filterable by URL.
+            # A model since removed from the catalogue stays filterable by URL.
             names.add(self.value())
         return [(name, name) for name in sorted(names)]
 

@@ -26,6 +26,7 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.deployment import queue_for_model
 from jobs.models import ClusterBeat, Status, VideoGenerationJob
 from jobs.queue import fair_key, pending_for, served_by, user_weights, worker_time_used
 
@@ -214,8 +215,6 @@ def take_snapshot(queue: str | None) -> Snapshot:
 
 def queue_standing(job: VideoGenerationJob) -> tuple[int | None, datetime | None]:
     """(queue position, estimated start) of a pending job; (None, None) otherwise."""
-    from generation.registry import queue_for_model
-
     if job.status != Status.PENDING:
         return None, None
     queue = queue_for_model(job.model_name)

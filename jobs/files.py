@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import Storage, default_storage, storages
 from django.db.models.fields.files import FieldFile
 
 CHUNK_SIZE = 64 * 1024
@@ -166,8 +166,6 @@ def delete_files(names: list[str]) -> None:
     already gone is fine; StorageUnavailable when the storage refuses, so
     the caller keeps the row that names them instead of orphaning them.
     """
-    from django.core.files.storage import default_storage
-
     for name in names:
         if not name:
             continue

@@ -22,6 +22,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from jobs.deployment import served_models
+from jobs.models import ACTIVE, FINISHED, MetricSeries, Status, VideoGenerationJob, WorkerGpu, WorkerHost
+
 logger = logging.getLogger(__name__)
 
 # Seconds. A job runs for seconds (tiny models) to an hour; it waits for
@@ -97,8 +100,6 @@ def record_submitted(model: str) -> None:
 
 def record_transition(job, to: str) -> None:
     """Called by VideoGenerationJob.transition() after the job moved to `to`."""
-    from jobs.models import FINISHED, Status
-
     rows = []
     if to == Status.RUNNING and job.started_at and job.submitted_at:
         wait = (job.started_at - job.submitted_at).total_seconds()
@@ -118,7 +119,7 @@ def record_transition(job, to: str) -> None:
 
 def record_worker_host(workers: int | None) -> None:
     """From a qcluster parent: its live workers; None when it stops (its row goes)."""
-    from jobs.models import WorkerHost
+    # Late: jobs.recovery imports jobs.services, which imports this module.
     from jobs.recovery import worker_name
 
     cluster = worker_name()
@@ -136,8 +137,6 @@ def record_gpu_memory(worker: str, device: str) -> None:
     if not device.startswith("cuda"):
         return
     import torch
-
-    from jobs.models import WorkerGpu
 
     if not torch.cuda.is_initialized():
         return
@@ -209,9 +208,6 @@ def render() -> str:
 
 
 def render_jobs() -> str:
-    from generation.registry import served_models
-    from jobs.models import ACTIVE, MetricSeries, Status, VideoGenerationJob, WorkerGpu, WorkerHost
-
     samples: dict[str, list[str]] = {name: [] for name in HELP}
     for name, labels, value in MetricSeries.objects.order_by("name", "labels").values_list("name", "labels", "value"):
         family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")

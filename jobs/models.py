@@ -258,6 +258,7 @@ class VideoGenerationJob(models.Model):
             # webhook_url is set at submit and never changes: a job loaded
             # without one needs no look-up (most jobs, every state change).
             if to in WEBHOOK_STATUSES and ("webhook_url" in self.get_deferred_fields() or self.webhook_url):
+                # Late, as below: jobs.webhooks and jobs.metrics import this module.
                 from jobs.webhooks import record_event
 
                 record_event(self.pk, to)
@@ -296,8 +297,6 @@ class VideoGenerationJob(models.Model):
     @property
     def expires_at(self):
         """When VIDEOGEN_RETENTION_DAYS removes (or removed) a completed job's files; None if never."""
-        from django.conf import settings
-
         if self.expired_at is not None:
             return self.expired_at
         days = settings.VIDEOGEN_RETENTION_DAYS

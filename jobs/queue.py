@@ -22,6 +22,7 @@ from django.db.models import DurationField, ExpressionWrapper, F, Min, Q, QueryS
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from jobs.deployment import model_queues
 from jobs.models import Status, UserWeight, VideoGenerationJob
 
 
@@ -31,7 +32,7 @@ def served_by(queue: str | None) -> Q:
     models; the default queue (None) every model not pinned elsewhere, so a
     job for a model nobody serves still runs and fails with a reason.
     """
-    pinned = settings.VIDEOGEN_MODEL_QUEUES
+    pinned = model_queues()
     if queue is None:
         return ~Q(model_name__in=list(pinned)) if pinned else Q()
     return Q(model_name__in=[model for model, name in pinned.items() if name == queue])

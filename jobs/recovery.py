@@ -15,7 +15,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs.deployment import queue_for_model
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.services import job_enqueue
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,6 @@ def job_recover(job: VideoGenerationJob) -> str | None:
     conditional on the job still being held by the same worker, so a worker
     that was only slow, and a second reaper, change nothing.
     """
-    from jobs.services import job_enqueue
-
     still_lost = Q(worker=job.worker, heartbeat_at=job.heartbeat_at)
     if job.attempts >= settings.VIDEOGEN_MAX_ATTEMPTS:
         failed = job.transition(
@@ -133,9 +133,6 @@ def requeue_orphaned_pending_jobs() -> int:
     """
     from django_q.brokers import get_broker
 
-    from generation.registry import queue_for_model
-    from jobs.services import job_enqueue
-
     settle = timezone.now() - timedelta(seconds=WAKE_UP_SETTLE)
     # NULL: rows from before queued_at existed (or whose enqueue never ran).
     waiting = (
@@ -176,8 +173,6 @@ def job_hand_back(job: VideoGenerationJob) -> bool:
     Return a running job to the queue because its worker is stopping, not
     because it failed: the attempt is not counted.
     """
-    from jobs.services import job_enqueue
-
     handed_back = job.transition(
         Status.PENDING,
         from_={Status.RUNNING},

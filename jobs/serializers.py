@@ -12,9 +12,10 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from generation.registry import served_models
+from jobs.deployment import served_models
 from jobs.estimates import estimated_completion_at, queue_standing
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_STATUSES, ErrorCode, Status, VideoGenerationJob
+from jobs.webhooks import RefusedURL, check_url
 
 # The original API's bounds; a model's own bounds may be tighter.
 FPS_RANGE = (1, 60)
@@ -127,8 +128,6 @@ class GenerationRequest(serializers.Serializer):
     )
 
     def validate_webhook_url(self, value: str) -> str:
-        from jobs.webhooks import RefusedURL, check_url
-
         if not settings.VIDEOGEN_WEBHOOK_SECRET:
             raise serializers.ValidationError("This server sends no webhooks (VIDEOGEN_WEBHOOK_SECRET is unset).")
         try:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 
+from jobs.deployment import queue_for_model, queue_timeout
 from jobs.files import delete_files
 from jobs.models import ACTIVE, Status, VideoGenerationJob
 from jobs.metrics import record_submitted
@@ -151,8 +152,6 @@ def job_enqueue(job: VideoGenerationJob) -> None:
     If the broker refuses, the job fails with the reason instead of waiting
     forever for a wake-up that was never sent.
     """
-    from generation.registry import queue_for_model
-
     try:
         wake_up(queue_for_model(job.model_name), job=job)
     except Exception as exc:
@@ -218,8 +217,6 @@ def wake_up(queue: str | None, *, job: VideoGenerationJob | None = None) -> None
     tasks had before the fair policy, so both kinds read the same.
     """
     from django_q.tasks import async_task
-
-    from generation.registry import queue_timeout
 
     args = (str(job.id), job.user_id) if job is not None else ()
     async_task(

@@ -1,5 +1,6 @@
 """django-q2 entry points of the jobs app (no torch here)."""
 
+from jobs import retention, webhooks
 from jobs.recovery import reap_lost_jobs
 
 
@@ -8,18 +9,12 @@ def recover_lost_jobs() -> dict[str, int]:
 
 
 def deliver_webhook(event_id: str) -> str:
-    from jobs.webhooks import deliver
-
-    return deliver(event_id)
+    return webhooks.deliver(event_id)
 
 
 def send_due_webhooks() -> int:
-    from jobs.webhooks import send_due
-
-    return send_due()
+    return webhooks.send_due()
 
 
 def expire_outputs() -> int:
-    from jobs.retention import expire_outputs
-
-    return len(expire_outputs())
+    return len(retention.expire_outputs())

@@ -1,10 +1,11 @@
 import datetime
+import hmac
 import logging
 import uuid
 
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -16,11 +17,12 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from generation.registry import served_models
 from jobs import schema
 from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
+from jobs.deployment import served_models
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
 from jobs.http import DATABASE_DOWN, file_response, json_error
+from jobs.metrics import render
 from jobs.models import Status, VideoGenerationJob
 from jobs.serializers import (
     USER_ID_MAX_LENGTH,
@@ -547,12 +549,6 @@ class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
 
 def metrics_view(request):
     """Prometheus' scrape (VIDEOGEN_METRICS=true); a bearer VIDEOGEN_METRICS_TOKEN when one is set."""
-    import hmac
-
-    from django.http import HttpResponse
-
-    from jobs.metrics import render
-
     token = settings.VIDEOGEN_METRICS_TOKEN
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "")

@@ -236,6 +236,7 @@ def backoff(attempt: int) -> float:
 
 
 def event_payload(job: VideoGenerationJob, event_type: str, at: datetime) -> str:
+    # Late: jobs.serializers imports this module (check_url).
     from jobs.serializers import JobStatusSerializer
 
     # The job exactly as GET /job answers it.

@@ -351,13 +351,25 @@ VIDEOGEN_RETENTION_DAYS = envint("VIDEOGEN_RETENTION_DAYS", 0, minimum=1) or Non
 VIDEOGEN_LEGACY_USER_ID = envstr("VIDEOGEN_LEGACY_USER_ID", "anonymous")
 
 # --- Generation ---------------------------------------------------------------
+# The model settings below are the deployment's policy; jobs/deployment.py
+# turns them and the catalogue (generation/registry.py) into served models,
+# queues and time limits.
 VIDEOGEN_DEFAULT_MODEL = envstr("VIDEOGEN_DEFAULT_MODEL", "tiny-random")
-# The models this deployment serves; the registry in generation/registry.py
-# knows more. A real model needs its weights on disk or in the HF cache.
+# The models this deployment serves; the catalogue knows more. A real model
+# needs its weights on disk or in the HF cache.
 VIDEOGEN_MODELS = envlist("VIDEOGEN_MODELS", [VIDEOGEN_DEFAULT_MODEL])
 # A JSON file that changes built-in model specs or adds new ones (see
-# generation/registry.py).
+# generation.registry.catalogue).
 VIDEOGEN_MODELS_FILE = envstr("VIDEOGEN_MODELS_FILE", "")
+# Where one model's weights are: VIDEOGEN_MODEL_SOURCE_<NAME>=directory or HF
+# repo id, <NAME> the model's name upper-cased with "-" and "." as "_"
+# (VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B). Kept here by that <NAME>.
+_SOURCE_PREFIX = "VIDEOGEN_MODEL_SOURCE_"
+VIDEOGEN_MODEL_SOURCES = {
+    name.removeprefix(_SOURCE_PREFIX): value
+    for name, value in os.environ.items()
+    if name.startswith(_SOURCE_PREFIX) and value
+}
 # "model=queue,...": jobs for these models go to their own django-q2 queue, so
 # a fleet can pin workers to models (start them with Q_CLUSTER_NAME=queue).
 VIDEOGEN_MODEL_QUEUES = envmap("VIDEOGEN_MODEL_QUEUES")

@@ -80,17 +80,19 @@ def test_a_pipeline_is_loaded_once_per_process():
     assert load_pipeline(TINY) is load_pipeline(TINY)
 
 
-def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_frames(tmp_path, monkeypatch):
+def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_frames(tmp_path):
     from diffusers import CogVideoXPipeline
 
     expected = generate_frames(TINY, params(num_frames=1, width=32, height=32))
     load_pipeline(TINY).save_pretrained(tmp_path / "CogVideoX-tiny")
     pipelines.release_pipelines()
-    # The real CogVideoX-2b spec, pointed at a local directory as an operator would.
-    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "CogVideoX-tiny"))
-    # The real spec's loading path, with the tiny model's text length and size bounds.
+    # The real CogVideoX-2b spec, pointed at a local directory as an operator
+    # would, with the tiny model's text length and size bounds.
     real_spec = dataclasses.replace(
-        get_spec("cogvideox-2b"), max_sequence_length=TINY.max_sequence_length, min_size=TINY.min_size
+        get_spec("cogvideox-2b"),
+        source=str(tmp_path / "CogVideoX-tiny"),
+        max_sequence_length=TINY.max_sequence_length,
+        min_size=TINY.min_size,
     )
 
     loaded = load_pipeline(real_spec)
@@ -101,13 +103,14 @@ def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_fra
     assert pipelines.describe_run(real_spec)["source"] == str(tmp_path / "CogVideoX-tiny")
 
 
-def test_a_wan_model_saved_to_disk_loads_with_its_vae_kept_in_float32(tmp_path, monkeypatch):
+def test_a_wan_model_saved_to_disk_loads_with_its_vae_kept_in_float32(tmp_path):
     import torch
 
     load_pipeline(get_spec("tiny-random-wan")).save_pretrained(tmp_path / "wan")
     pipelines.release_pipelines()
-    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_WAN2_1_T2V_1_3B", str(tmp_path / "wan"))
-    spec = dataclasses.replace(get_spec("wan2.1-t2v-1.3b"), max_sequence_length=32, min_size=32)
+    spec = dataclasses.replace(
+        get_spec("wan2.1-t2v-1.3b"), source=str(tmp_path / "wan"), max_sequence_length=32, min_size=32
+    )
 
     pipeline = load_pipeline(spec, pipelines.LoadOptions(dtype="bfloat16"))
 
@@ -115,18 +118,16 @@ def test_a_wan_model_saved_to_disk_loads_with_its_vae_kept_in_float32(tmp_path, 
     assert pipeline.transformer.dtype == torch.bfloat16
 
 
-def test_switching_models_keeps_one_pipeline_loaded(tmp_path, monkeypatch):
+def test_switching_models_keeps_one_pipeline_loaded(tmp_path):
     load_pipeline(TINY).save_pretrained(tmp_path / "saved")
-    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "saved"))
 
-    load_pipeline(get_spec("cogvideox-2b"))
+    load_pipeline(dataclasses.replace(get_spec("cogvideox-2b"), source=str(tmp_path / "saved")))
 
     assert pipelines.loaded_models() == ["cogvideox-2b"]
 
 
 def test_missing_weights_fail_with_a_readable_model_load_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "not-there"))
 
     with pytest.raises(ModelLoadError, match="could not load model 'cogvideox-2b' from .*not-there"):
-        load_pipeline(get_spec("cogvideox-2b"))
+        load_pipeline(dataclasses.replace(get_spec("cogvideox-2b"), source=str(tmp_path / "not-there")))

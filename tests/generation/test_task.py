@@ -86,9 +86,9 @@ def test_a_wake_up_for_a_missing_job_with_nothing_pending_is_logged_and_does_not
     assert not VideoGenerationJob.objects.exists()
 
 
-def test_a_model_that_cannot_load_fails_the_job_with_a_readable_reason(make_job, monkeypatch, tmp_path):
+def test_a_model_that_cannot_load_fails_the_job_with_a_readable_reason(make_job, monkeypatch, settings, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", str(tmp_path / "no-weights-here"))
+    settings.VIDEOGEN_MODEL_SOURCES = {"COGVIDEOX_2B": str(tmp_path / "no-weights-here")}
     job = make_job(model_name="cogvideox-2b")
 
     generate_video(str(job.id), job.user_id)

@@ -17,9 +17,9 @@ def test_it_lists_the_served_models_with_defaults_and_bounds(api, settings):
     assert wan["bounds"]["num_frames"] == {"min": 1, "max": 81}
 
 
-def test_it_does_not_reveal_where_weights_live(api, settings, monkeypatch):
+def test_it_does_not_reveal_where_weights_live(api, settings):
     settings.VIDEOGEN_MODELS = ["tiny-random", "cogvideox-2b"]
-    monkeypatch.setenv("VIDEOGEN_MODEL_SOURCE_COGVIDEOX_2B", "/srv/private/weights")
+    settings.VIDEOGEN_MODEL_SOURCES = {"COGVIDEOX_2B": "/srv/private/weights"}
 
     assert "/srv/private" not in api.get("/api/v1/models").content.decode()
 

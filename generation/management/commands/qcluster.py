@@ -35,7 +35,8 @@ from generation.devices import slot_directory, slot_holders
 from generation.worker import SHUTDOWN_SIGNAL, worker_queue
 from jobs.estimates import cluster_beat, cluster_gone
 from jobs.models import Status, VideoGenerationJob
-from jobs.recovery import parse_worker_name
+from jobs.metrics import record_worker_host
+from jobs.recovery import job_hand_back, parse_worker_name, reap_lost_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,6 @@ class GracefulCluster(Cluster):
         return list(self.running_jobs_by_pid())
 
     def stop_stragglers(self, pids: list[int]) -> None:
-        from jobs.recovery import job_hand_back
-
         running = self.running_jobs_by_pid()
         for pid in pids:
             job = running.get(pid)
@@ -170,8 +169,6 @@ class Reaper(threading.Thread):
         self.stopped = threading.Event()
 
     def record_workers(self, stopping: bool = False) -> None:
-        from jobs.metrics import record_worker_host
-
         if self.worker_pids is None:
             return
         try:
@@ -180,8 +177,6 @@ class Reaper(threading.Thread):
             logger.warning("could not record this host's workers", exc_info=True)
 
     def run(self) -> None:
-        from jobs.recovery import reap_lost_jobs
-
         # Several hosts' reapers may run at once: recovery is a conditional update, so one wins.
         self.beat()
         self.record_workers()

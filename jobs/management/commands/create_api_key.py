@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
+from rest_framework.exceptions import ValidationError
 
 from jobs.models import ApiKey
 from jobs.views import _clean_user_id
@@ -16,8 +17,6 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="What the key is for, shown in the admin.")
 
     def handle(self, *args, user_id: str, operator: bool, name: str, **options):
-        from rest_framework.exceptions import ValidationError
-
         try:
             user_id = _clean_user_id(user_id)
         except ValidationError as exc:
