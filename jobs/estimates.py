@@ -2,20 +2,19 @@
 Where a job stands: a pending job's queue position and estimated start, a
 running job's estimated completion.
 
-Durations. A job's run is a fixed part plus a part per denoising step:
+Durations. A job's run is three parts, learned per model from its last
+HISTORY_JOBS completed jobs, which all carry started_at, first_step_at
+(the first step done), stepped_at (the last step done) and current_step:
 
-    duration = fixed + per_step_unit x frames x width x height x (steps - 1)
+    duration = head + frames x width x height x (tail_unit + step_unit x (steps - 1))
 
-learned per model from its last HISTORY_JOBS completed jobs, which all
-carry started_at, first_step_at (the first step done), stepped_at (the
-last step done) and current_step:
-
-- fixed: started_at -> first_step_at (model load, text encoding, the
-  first step) plus stepped_at -> completed_at (decode, encode, store). Not
-  scaled by size: on tiny-random it is 80-95% of a job (0.6-3 s) and does
-  not grow with steps; the size-dependent part of decode/encode is not
-  separated from it (the history of one model is mostly one size).
-- per_step_unit: (stepped_at - first_step_at) / (current_step - 1), per
+- head, fixed: started_at -> first_step_at (model load, prompt encoding,
+  the first step).
+- tail_unit: stepped_at -> completed_at (VAE decode, encode, store) per
+  frame x pixel. On tiny-random this part is most of a job and grows with
+  size, not steps: 0.9 s at 64x64x9, 3.1 s at 16x the frame pixels, 19.9 s
+  at 59x, while the head stayed 0.2-0.8 s (bench/RESULTS.md).
+- step_unit: (stepped_at - first_step_at) / (current_step - 1), per
   frame x pixel.
 
 Each is a trimmed mean (the top and bottom 10% dropped), not a median: a
@@ -118,19 +117,22 @@ def trimmed_mean(values: list[float], trim: float = 0.1) -> float | None:
 
 @dataclass(frozen=True)
 class History:
-    # Seconds from the claim to the first step done: model load, prompt encoding, one step.
+    # Seconds from the claim to the first step done.
     head: float | None
-    # Seconds of one denoising step per frame x pixel.
-    per_step_unit: float | None
-    # Seconds from the last step to completion: decode, encode, store.
-    tail: float | None
+    # Seconds of one denoising step, per frame x pixel.
+    step_unit: float | None
+    # Seconds from the last step to completion, per frame x pixel.
+    tail_unit: float | None
 
     def duration(self, frames: int, width: int, height: int, steps: int) -> float | None:
-        """fixed + per step x (steps - 1): the first step is in the fixed part."""
-        if self.head is None or self.tail is None or (self.per_step_unit is None and steps > 1):
+        if self.head is None or self.tail_unit is None or (self.step_unit is None and steps > 1):
             return None
-        per_step = (self.per_step_unit or 0.0) * frame_pixels(frames, width, height)
-        return self.head + self.tail + per_step * max(steps - 1, 0)
+        return self.head + self.tail(frames, width, height) + (
+            (self.step_unit or 0.0) * frame_pixels(frames, width, height) * max(steps - 1, 0)
+        )
+
+    def tail(self, frames: int, width: int, height: int) -> float | None:
+        return None if self.tail_unit is None else self.tail_unit * frame_pixels(frames, width, height)
 
 
 _history: dict[str, tuple[float, History]] = {}
@@ -152,14 +154,14 @@ def model_history(model_name: str) -> History:
                      "completed_at")
         [:HISTORY_JOBS]
     )
-    heads, per_step, tails = [], [], []
+    heads, steps, tails = [], [], []
     for frames, width, height, steps_done, started, first_step, stepped, completed in recent:
+        units = max(frame_pixels(frames, width, height), 1)
         heads.append(max((first_step - started).total_seconds(), 0.0))
-        tails.append(max((completed - stepped).total_seconds(), 0.0))
+        tails.append(max((completed - stepped).total_seconds(), 0.0) / units)
         if steps_done >= 2:
-            denoising = max((stepped - first_step).total_seconds(), 0.0)
-            per_step.append(denoising / (steps_done - 1) / max(frame_pixels(frames, width, height), 1))
-    history = History(trimmed_mean(heads), trimmed_mean(per_step), trimmed_mean(tails))
+            steps.append(max((stepped - first_step).total_seconds(), 0.0) / (steps_done - 1) / units)
+    history = History(trimmed_mean(heads), trimmed_mean(steps), trimmed_mean(tails))
     with _lock:
         _history[model_name] = (time.monotonic(), history)
     return history
@@ -178,7 +180,7 @@ def estimated_completion_at(job: VideoGenerationJob) -> datetime | None:
     if job.status != Status.RUNNING or job.started_at is None:
         return None
     if job.current_step >= 2 and job.first_step_at and job.stepped_at and job.stepped_at > job.first_step_at:
-        tail = model_history(job.model_name).tail
+        tail = model_history(job.model_name).tail(job.num_frames, job.width, job.height)
         if tail is None:
             return None
         per_step = (job.stepped_at - job.first_step_at).total_seconds() / (job.current_step - 1)

@@ -97,8 +97,8 @@ def test_two_live_workers_start_the_first_two_jobs_at_once(api, make_job, histor
     assert abs((starts[2] - starts[0]).total_seconds() - 10) < 0.5
 
 
-def test_steps_frames_and_pixels_scale_only_the_denoising_part(api, make_job, history):
-    history(10)  # 4 s fixed, 6 s a step
+def test_steps_scale_the_denoising_and_frame_pixels_all_but_the_head(api, make_job, history):
+    history(10)  # 1 s to the first step, 6 s the second, 3 s after it
     cluster_beat("host:1", None, 1)
     longer = make_job(user_id="alice", submitted_at=ago(30), num_inference_steps=4)
     wider = make_job(user_id="alice", submitted_at=ago(20), width=128)
@@ -106,8 +106,8 @@ def test_steps_frames_and_pixels_scale_only_the_denoising_part(api, make_job, hi
 
     starts = [at(standing(api, job)["estimated_start_at"]) for job in (longer, wider, after)]
 
-    assert abs((starts[1] - starts[0]).total_seconds() - (4 + 6 * 3)) < 0.5
-    assert abs((starts[2] - starts[1]).total_seconds() - (4 + 6 * 2)) < 0.5
+    assert abs((starts[1] - starts[0]).total_seconds() - (1 + 3 + 6 * 3)) < 0.5
+    assert abs((starts[2] - starts[1]).total_seconds() - (1 + 3 * 2 + 6 * 2)) < 0.5
 
 
 def test_a_dead_clusters_beat_does_not_count(api, make_job, history):
@@ -144,7 +144,7 @@ def test_a_running_job_before_its_second_step_is_estimated_from_history(api, mak
 
 
 def test_a_running_job_is_charged_to_its_user_until_its_estimated_end(api, make_job, history):
-    history(100)  # 4 s fixed, 96 s a step
+    history(100)  # 4 s besides the second step, 96 s that step
     cluster_beat("host:1", None, 1)
     make_job(user_id="alice", status=Status.RUNNING, started_at=ago(1), worker="w:1")
     alice = make_job(user_id="alice", submitted_at=ago(30))
@@ -194,7 +194,7 @@ def unsaved(**fields):
     return VideoGenerationJob(model_name="tiny-random", **{**FAST_JOB, **fields})
 
 
-def test_a_duration_is_a_fixed_part_plus_a_part_per_step_per_frame_pixel(make_job):
+def test_a_duration_is_a_fixed_head_plus_steps_and_tail_per_frame_pixel(make_job):
     # 2 s to the first step, 4 steps of 0.5 s after it, 3 s after the last: 7 s.
     for _ in range(3):
         make_job(status=Status.COMPLETED, num_inference_steps=5, current_step=5, started_at=ago(107),
@@ -202,9 +202,9 @@ def test_a_duration_is_a_fixed_part_plus_a_part_per_step_per_frame_pixel(make_jo
 
     assert estimated_duration(unsaved(num_inference_steps=5)) == pytest.approx(2 + 3 + 4 * 0.5, abs=0.01)
     assert estimated_duration(unsaved(num_inference_steps=11)) == pytest.approx(5 + 10 * 0.5, abs=0.01)
-    # Four times the pixels, twice the frames: steps 8 times as long, the fixed part the same.
+    # Four times the pixels, twice the frames: steps and the time after them 8 times as long, the head the same.
     bigger = unsaved(num_inference_steps=5, width=128, height=128, num_frames=18)
-    assert estimated_duration(bigger) == pytest.approx(5 + 4 * 0.5 * 8, abs=0.01)
+    assert estimated_duration(bigger) == pytest.approx(2 + 3 * 8 + 4 * 0.5 * 8, abs=0.01)
 
 
 def test_one_slow_run_in_ten_does_not_move_the_estimate(make_job):
