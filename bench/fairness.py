@@ -420,7 +420,7 @@ def bench_poll(args) -> None:
     from django.test import Client
 
     import jobs.views
-    from jobs.estimates import cluster_beat, forget_snapshots
+    from jobs.estimates import cluster_beat, forget_snapshots, take_snapshot
     from jobs.models import VideoGenerationJob
     from jobs.serializers import JobSerializer, JobStatusSerializer
 
@@ -451,12 +451,20 @@ def bench_poll(args) -> None:
             if serializer is JobStatusSerializer:
                 assert "queue_position" in response.json() and response.json()["estimated_start_at"]
     jobs.views.JobStatusSerializer = JobStatusSerializer
+    builds = []
+    for _ in range(3):
+        forget_snapshots()
+        started = time.monotonic()
+        take_snapshot(None)
+        builds.append(time.monotonic() - started)
     print(f"\n== poll: GET /job on random pending jobs among 10,000 ({connection.vendor}), {args.polls} per round, "
           f"{args.poll_rounds} rounds alternating; each new round starts with no snapshot")
     for label, values in rates.items():
         print(f"{label:<36} {', '.join(f'{value:.0f}' for value in values)} req/s, median {statistics.median(values):.0f}")
     today, new = (statistics.median(values) for values in rates.values())
     print(f"new/today: {new / today:.3f}")
+    print(f"one snapshot of the 10,000 (what a rebuild costs, in the background but for a process's first): "
+          f"{', '.join(f'{build:.2f}' for build in builds)} s")
     clear_jobs()
 
 
