@@ -336,3 +336,22 @@ def test_the_rebuild_thread_closes_its_database_connection(in_background, make_j
     estimates.wait_for_rebuilds(5)
 
     assert closed_in == ["queue snapshot None"]
+
+
+def test_a_slow_build_stretches_the_time_to_the_next_one(in_background, make_job, monkeypatch):
+    job = make_job()
+    fake = FakeSnapshots(lambda: [job.id])
+    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    estimates.queue_standing(job)
+    snapshot = estimates._snapshots[None]
+    snapshot.build_seconds = 1.0  # a rebuild at most every 20 s (5% of the time)
+
+    snapshot.taken_monotonic -= 6  # past SNAPSHOT_TTL (5 s)
+    estimates.queue_standing(job)
+    estimates.wait_for_rebuilds(5)
+    assert fake.builds == 1
+
+    snapshot.taken_monotonic -= 15
+    estimates.queue_standing(job)
+    estimates.wait_for_rebuilds(5)
+    assert fake.builds == 2
