@@ -16,8 +16,13 @@ Parts:
   replaced by oldest-job-first (the qcluster is started through this file).
 - eta: one worker; 3 users submit at random (Poisson, about 80% load) for
   --eta-seconds. Each job's estimated_start_at is read as GET /job answers
-  it right after submit; error = |estimated - actual start| / actual wait,
-  for jobs that waited at least 1 s (goal: median <= 25%).
+  it right after submit, from a snapshot that holds the job (built inline
+  here, estimates.REBUILD_INLINE; in service a poll gets it from the
+  background rebuild within about a second); error = |estimated - actual
+  start| / actual wait, for jobs that waited at least 1 s (goal: median
+  <= 25%). Also: the errors of jobs that a later-submitted job overtook
+  (fair share let another user's later job go first, which no estimate at
+  submit can know) apart from the others, and the run times' spread.
 - claims: two processes claim from 10,000 pending jobs (500 users x 20)
   until none is left, with the fair claim and, alongside, a plain FIFO
   claim (oldest row, FOR UPDATE SKIP LOCKED). Claims per second, double
@@ -52,7 +57,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parts", default="abc,eta,poll", help="comma-separated: abc, eta, claims, poll")
     parser.add_argument("--rounds", type=int, default=2, help="abc runs per policy (default 2)")
     parser.add_argument("--eta-seconds", type=float, default=180, help="how long users submit in eta (default 180)")
+    parser.add_argument("--eta-csv", help="eta: also write every job's times to this CSV file")
     parser.add_argument("--polls", type=int, default=2000, help="GET /job per round in poll (default 2000)")
+    parser.add_argument("--poll-rounds", type=int, default=3, help="rounds of each in poll (default 3)")
     parser.add_argument("--qcluster-fifo", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -200,11 +207,13 @@ def bench_abc(args, data_log: Path) -> None:
 
 
 def bench_eta(args, data_log: Path) -> None:
+    from jobs import estimates
     from jobs.estimates import forget_snapshots
     from jobs.models import VideoGenerationJob
     from jobs.serializers import JobStatusSerializer
 
     rng = random.Random(9)
+    estimates.REBUILD_INLINE = True
     with open(data_log, "a") as log:
         cluster = start_cluster(log)
         try:
@@ -214,7 +223,7 @@ def bench_eta(args, data_log: Path) -> None:
             done = list(VideoGenerationJob.objects.order_by("completed_at"))[1:]
             service = statistics.median((job.completed_at - job.started_at).total_seconds() for job in done)
             mean_gap = 3 * service / 0.8  # each of 3 users: a third of 80% load
-            estimates = {}
+            estimated = {}
             next_at = {user: time.monotonic() + rng.expovariate(1 / mean_gap) for user in ("u1", "u2", "u3")}
             end = time.monotonic() + args.eta_seconds
             while time.monotonic() < end:
@@ -224,30 +233,63 @@ def bench_eta(args, data_log: Path) -> None:
                 if VideoGenerationJob.objects.for_user(user).active().count() < 20:
                     job = submit(user, num_inference_steps=steps)
                     job.refresh_from_db()
-                    estimates[job.pk] = JobStatusSerializer(job).data["estimated_start_at"]
+                    estimated[job.pk] = JobStatusSerializer(job).data["estimated_start_at"]
                 next_at[user] = time.monotonic() + rng.expovariate(1 / mean_gap)
             wait_finished(cluster)
         finally:
             stop_cluster(cluster)
             forget_snapshots()
+            estimates.REBUILD_INLINE = False
     from django.utils.dateparse import parse_datetime
 
     errors, nulls, short = [], 0, 0
-    for job in VideoGenerationJob.objects.filter(pk__in=estimates):
+    alone, overtaken = [], []
+    measured = list(VideoGenerationJob.objects.filter(pk__in=estimated))
+    for job in measured:
         wait = (job.started_at - job.submitted_at).total_seconds()
-        if estimates[job.pk] is None:
-            nulls += 1
-        elif wait < 1:
+        if wait < 1:  # (often started before the estimate was read: then null)
             short += 1
+        elif estimated[job.pk] is None:
+            nulls += 1
         else:
-            errors.append(abs((parse_datetime(estimates[job.pk]) - job.started_at).total_seconds()) / wait)
+            errors.append(abs((parse_datetime(estimated[job.pk]) - job.started_at).total_seconds()) / wait)
+            later_first = any(job.submitted_at < other.submitted_at and other.started_at < job.started_at
+                              for other in measured)
+            (overtaken if later_first else alone).append(errors[-1])
+    if args.eta_csv:
+        write_timings(args.eta_csv, estimated)
+    runs = sorted((job.completed_at - job.started_at).total_seconds() for job in measured)
     errors.sort()
     print(f"\n== eta: 3 users at random for {args.eta_seconds:g} s, one worker, median service {service:.2f} s, "
           f"steps 4/8/12 at random")
-    print(f"jobs {len(estimates)}, measured {len(errors)}, waited < 1 s {short}, no estimate {nulls}")
+    print(f"jobs {len(estimated)}, measured {len(errors)}, waited < 1 s {short}, no estimate {nulls}")
     if errors:
         print(f"|estimated start - actual| / actual wait: median {statistics.median(errors):.1%}, "
               f"p75 {errors[int(len(errors) * 0.75)]:.1%}, p90 {errors[int(len(errors) * 0.9)]:.1%}")
+    for label, part in (("not overtaken", alone), ("overtaken by a later job", overtaken)):
+        if part:
+            print(f"  {label}: {len(part)} jobs, median {statistics.median(part):.1%}")
+    print(f"run times (claim to completion): p10 {runs[len(runs) // 10]:.2f} s, median {statistics.median(runs):.2f} s, "
+          f"p90 {runs[len(runs) * 9 // 10]:.2f} s")
+
+
+def write_timings(path: str, estimates: dict) -> None:
+    """Every job's times, for a look at where the estimates go wrong."""
+    import csv
+
+    from jobs.models import VideoGenerationJob
+
+    def iso(value) -> str:
+        return "" if value is None else str(value.isoformat())
+
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["user", "steps", "current_step", "submitted", "estimated_start", "started", "first_step",
+                         "stepped", "completed"])
+        for job in VideoGenerationJob.objects.order_by("submitted_at"):
+            writer.writerow([job.user_id, job.num_inference_steps, job.current_step, iso(job.submitted_at),
+                             estimates.get(job.pk) or "", iso(job.started_at), iso(job.first_step_at),
+                             iso(job.stepped_at), iso(job.completed_at)])
 
 
 # --- claims ----------------------------------------------------------------------------
@@ -378,7 +420,7 @@ def bench_poll(args) -> None:
     from django.test import Client
 
     import jobs.views
-    from jobs.estimates import cluster_beat, forget_snapshots
+    from jobs.estimates import cluster_beat, forget_snapshots, take_snapshot
     from jobs.models import VideoGenerationJob
     from jobs.serializers import JobSerializer, JobStatusSerializer
 
@@ -387,17 +429,18 @@ def bench_poll(args) -> None:
     # History and a live worker, so the estimates are computed, not null.
     for _ in range(20):
         VideoGenerationJob.objects.create(user_id="history", prompt="p", model_name="tiny-random", seed=1,
-                                          status="completed", started_at=_ago(60), completed_at=_ago(50),
-                                          stepped_at=_ago(51), **JOB)
+                                          status="completed", started_at=_ago(60), first_step_at=_ago(59),
+                                          stepped_at=_ago(51), completed_at=_ago(50), current_step=8, **JOB)
     cluster_beat("bench:1", None, 1)
     ids = list(VideoGenerationJob.objects.filter(status="pending").values_list("pk", flat=True))
     rng = random.Random(1)
     client = Client(HTTP_HOST="127.0.0.1")
     rates = {"today (JobSerializer)": [], "with queue_position and estimates": []}
-    for _ in range(3):
+    for _ in range(args.poll_rounds):
         for label, serializer in (("today (JobSerializer)", JobSerializer),
                                   ("with queue_position and estimates", JobStatusSerializer)):
             jobs.views.JobStatusSerializer = serializer
+            cluster_beat("bench:1", None, 1)  # a beat older than a minute is a dead cluster's
             forget_snapshots()
             picks = [rng.choice(ids) for _ in range(args.polls)]
             started = time.monotonic()
@@ -408,12 +451,20 @@ def bench_poll(args) -> None:
             if serializer is JobStatusSerializer:
                 assert "queue_position" in response.json() and response.json()["estimated_start_at"]
     jobs.views.JobStatusSerializer = JobStatusSerializer
+    builds = []
+    for _ in range(3):
+        forget_snapshots()
+        started = time.monotonic()
+        take_snapshot(None)
+        builds.append(time.monotonic() - started)
     print(f"\n== poll: GET /job on random pending jobs among 10,000 ({connection.vendor}), {args.polls} per round, "
-          f"3 rounds alternating; each new round starts with no snapshot")
+          f"{args.poll_rounds} rounds alternating; each new round starts with no snapshot")
     for label, values in rates.items():
         print(f"{label:<36} {', '.join(f'{value:.0f}' for value in values)} req/s, median {statistics.median(values):.0f}")
     today, new = (statistics.median(values) for values in rates.values())
     print(f"new/today: {new / today:.3f}")
+    print(f"one snapshot of the 10,000 (what a rebuild costs, in the background but for a process's first): "
+          f"{', '.join(f'{build:.2f}' for build in builds)} s")
     clear_jobs()
 
 

@@ -28,6 +28,21 @@ def media_root(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def queue_snapshots_inline(monkeypatch):
+    """
+    Queue snapshots (jobs/estimates.py) are rebuilt in the polling thread:
+    a background rebuild has its own connection and cannot see a test's
+    uncommitted rows. Each test starts without a snapshot.
+    """
+    from jobs import estimates
+
+    monkeypatch.setattr(estimates, "REBUILD_INLINE", True)
+    estimates.forget_snapshots()
+    yield
+    estimates.forget_snapshots()
+
+
 @pytest.fixture
 def api():
     return APIClient()

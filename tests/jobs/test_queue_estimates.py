@@ -1,21 +1,20 @@
 """GET /job's queue_position, estimated_start_at and estimated_completion_at (jobs/estimates.py)."""
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
-from jobs.estimates import cluster_beat, forget_snapshots
+from jobs import estimates
+from jobs.estimates import cluster_beat, estimated_duration, forget_snapshots
 from jobs.models import Status
+from tests.conftest import FAST_JOB
 
 ESTIMATE_FIELDS = ("queue_position", "estimated_start_at", "estimated_completion_at")
 
-
-@pytest.fixture(autouse=True)
-def fresh_snapshots():
-    forget_snapshots()
-    yield
-    forget_snapshots()
+# tests/conftest.py starts each test without a snapshot, rebuilt inline (estimates.REBUILD_INLINE).
 
 
 def ago(seconds: float):
@@ -28,12 +27,16 @@ def at(value: str) -> datetime:
 
 @pytest.fixture
 def history(make_job):
-    """Completed tiny-random jobs of FAST_JOB's size that each took `seconds`, 3 s of it after the last step."""
+    """
+    Completed tiny-random jobs of FAST_JOB's size (2 steps) that each took
+    `seconds`: 1 s to the first step, 3 s after the last, the rest the second step.
+    """
 
     def make(seconds: float, count: int = 3):
         for _ in range(count):
             make_job(user_id="history", status=Status.COMPLETED, started_at=ago(seconds + 100),
-                     completed_at=ago(100), stepped_at=ago(103), submitted_at=ago(seconds + 200))
+                     first_step_at=ago(seconds + 99), stepped_at=ago(103), completed_at=ago(100), current_step=2,
+                     submitted_at=ago(seconds + 200))
 
     return make
 
@@ -94,15 +97,17 @@ def test_two_live_workers_start_the_first_two_jobs_at_once(api, make_job, histor
     assert abs((starts[2] - starts[0]).total_seconds() - 10) < 0.5
 
 
-def test_sizes_scale_the_estimate_by_frames_pixels_and_steps(api, make_job, history):
-    history(10)
+def test_steps_scale_the_denoising_and_frame_pixels_all_but_the_head(api, make_job, history):
+    history(10)  # 1 s to the first step, 6 s the second, 3 s after it
     cluster_beat("host:1", None, 1)
-    double = make_job(user_id="alice", submitted_at=ago(20), num_inference_steps=4)  # twice FAST_JOB's steps
+    longer = make_job(user_id="alice", submitted_at=ago(30), num_inference_steps=4)
+    wider = make_job(user_id="alice", submitted_at=ago(20), width=128)
     after = make_job(user_id="alice", submitted_at=ago(10))
 
-    gap = at(standing(api, after)["estimated_start_at"]) - at(standing(api, double)["estimated_start_at"])
+    starts = [at(standing(api, job)["estimated_start_at"]) for job in (longer, wider, after)]
 
-    assert abs(gap.total_seconds() - 20) < 0.5
+    assert abs((starts[1] - starts[0]).total_seconds() - (1 + 3 + 6 * 3)) < 0.5
+    assert abs((starts[2] - starts[1]).total_seconds() - (1 + 3 * 2 + 6 * 2)) < 0.5
 
 
 def test_a_dead_clusters_beat_does_not_count(api, make_job, history):
@@ -115,7 +120,7 @@ def test_a_dead_clusters_beat_does_not_count(api, make_job, history):
 
 
 def test_a_running_job_is_estimated_from_its_own_step_rate_once_two_steps_are_done(api, make_job, history):
-    history(1000)  # history says much slower: the job's own rate wins
+    history(1000)  # history says much slower steps: the job's own rate wins
     job = make_job(status=Status.RUNNING, started_at=ago(60), num_inference_steps=12, current_step=4,
                    first_step_at=ago(40), stepped_at=ago(10), worker="w:1")
 
@@ -136,6 +141,20 @@ def test_a_running_job_before_its_second_step_is_estimated_from_history(api, mak
     forget_snapshots()
     end = at(standing(api, job)["estimated_completion_at"])
     assert abs((end - (job.started_at + timedelta(seconds=30))).total_seconds()) < 0.01
+
+
+def test_a_running_job_is_charged_to_its_user_until_its_estimated_end(api, make_job, history):
+    history(100)  # 4 s besides the second step, 96 s that step
+    cluster_beat("host:1", None, 1)
+    make_job(user_id="alice", status=Status.RUNNING, started_at=ago(1), worker="w:1")
+    alice = make_job(user_id="alice", submitted_at=ago(30))
+    bob = make_job(user_id="bob", submitted_at=ago(10), num_inference_steps=1)  # 4 s
+    bob_again = make_job(user_id="bob", submitted_at=ago(5))
+
+    # By the next claim alice will have used 100 s (1 so far, 99 to go), not 1:
+    # bob's second job goes before her next one.
+
+    assert [standing(api, job)["queue_position"] for job in (bob, bob_again, alice)] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
@@ -164,3 +183,175 @@ def test_a_job_submitted_after_the_snapshot_gets_its_position(api, make_job):
     later = make_job(user_id="bob")
 
     assert standing(api, later)["queue_position"] == 2
+
+
+# --- The duration model ---------------------------------------------------------------
+
+
+def unsaved(**fields):
+    from jobs.models import VideoGenerationJob
+
+    return VideoGenerationJob(model_name="tiny-random", **{**FAST_JOB, **fields})
+
+
+def test_a_duration_is_a_fixed_head_plus_steps_and_tail_per_frame_pixel(make_job):
+    # 2 s to the first step, 4 steps of 0.5 s after it, 3 s after the last: 7 s.
+    for _ in range(3):
+        make_job(status=Status.COMPLETED, num_inference_steps=5, current_step=5, started_at=ago(107),
+                 first_step_at=ago(105), stepped_at=ago(103), completed_at=ago(100))
+
+    assert estimated_duration(unsaved(num_inference_steps=5)) == pytest.approx(2 + 3 + 4 * 0.5, abs=0.01)
+    assert estimated_duration(unsaved(num_inference_steps=11)) == pytest.approx(5 + 10 * 0.5, abs=0.01)
+    # Four times the pixels, twice the frames: steps and the time after them 8 times as long, the head the same.
+    bigger = unsaved(num_inference_steps=5, width=128, height=128, num_frames=18)
+    assert estimated_duration(bigger) == pytest.approx(2 + 3 * 8 + 4 * 0.5 * 8, abs=0.01)
+
+
+def test_one_slow_run_in_ten_does_not_move_the_estimate(make_job):
+    # A cold start: 60 s of model load before the first step, once.
+    for head in [1.0] * 9 + [60.0]:
+        make_job(status=Status.COMPLETED, num_inference_steps=2, current_step=2, started_at=ago(104 + head),
+                 first_step_at=ago(104), stepped_at=ago(103), completed_at=ago(100))
+
+    assert estimated_duration(unsaved()) == pytest.approx(1 + 1 + 3, abs=0.01)
+
+
+def test_the_fixed_and_step_parts_are_means_not_medians(make_job):
+    # A wait is a sum of durations: runs of 3, 3 and 9 s take 15 s, not 3 x the median (9 s).
+    for tail in (1.0, 1.0, 7.0):
+        make_job(status=Status.COMPLETED, num_inference_steps=2, current_step=2, started_at=ago(102 + tail),
+                 first_step_at=ago(101 + tail), stepped_at=ago(100 + tail), completed_at=ago(100))
+
+    assert estimated_duration(unsaved()) == pytest.approx(1 + 1 + 3, abs=0.01)
+
+
+def test_no_history_no_duration(make_job):
+    make_job(status=Status.COMPLETED, started_at=ago(10), completed_at=ago(1))  # never stepped (old rows)
+
+    assert estimated_duration(unsaved()) is None
+
+
+# --- Stale-while-revalidate -------------------------------------------------------------
+
+
+class FakeSnapshots:
+    """take_snapshot's stand-in: counts builds; each build can be held until released."""
+
+    def __init__(self, job_ids):
+        self.job_ids = job_ids
+        self.builds = 0
+        self.hold = threading.Event()
+        self.hold.set()
+        self.started = threading.Event()
+
+    def __call__(self, queue):
+        self.builds += 1
+        self.started.set()
+        assert self.hold.wait(10)
+        snapshot = estimates.Snapshot(timezone.now(), time.monotonic())
+        for position, job_id in enumerate(self.job_ids(), start=1):
+            snapshot.standing[job_id] = (position + 10 * (self.builds - 1), None)
+        return snapshot
+
+
+@pytest.fixture
+def in_background(monkeypatch):
+    monkeypatch.setattr(estimates, "REBUILD_INLINE", False)
+    monkeypatch.setattr(estimates, "MIN_REBUILD_INTERVAL", 0.0)
+    yield
+    estimates.wait_for_rebuilds(10)
+
+
+def test_a_poll_during_a_rebuild_is_answered_at_once_from_the_previous_snapshot(in_background, make_job,
+                                                                               monkeypatch):
+    job = make_job()
+    fake = FakeSnapshots(lambda: [job.id])
+    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    assert estimates.queue_standing(job) == (1, None)  # no snapshot yet: built inline
+    monkeypatch.setattr(estimates, "SNAPSHOT_TTL", 0.0)
+    fake.hold.clear()
+
+    started = time.monotonic()
+    answers = [estimates.queue_standing(job) for _ in range(20)]
+
+    assert time.monotonic() - started < 1
+    assert answers == [(1, None)] * 20
+    assert fake.started.wait(5)
+    fake.hold.set()
+    estimates.wait_for_rebuilds(5)
+    assert fake.builds == 2  # one rebuild for twenty stale polls
+    assert estimates.queue_standing(job) == (11, None)
+
+
+def test_a_job_newer_than_the_snapshot_is_unknown_until_one_background_rebuild(in_background, make_job,
+                                                                              monkeypatch):
+    first = make_job(submitted_at=ago(10))
+    known = [first.id]
+    fake = FakeSnapshots(lambda: known)
+    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    estimates.queue_standing(first)
+    fake.hold.clear()
+    new = make_job()
+    known.append(new.id)
+
+    answers = [estimates.queue_standing(new) for _ in range(5)]
+
+    assert answers == [(None, None)] * 5
+    fake.hold.set()
+    estimates.wait_for_rebuilds(5)
+    assert fake.builds == 2
+    assert estimates.queue_standing(new) == (12, None)
+
+
+def test_without_a_snapshot_concurrent_polls_build_one_inline(in_background, make_job, monkeypatch):
+    job = make_job()
+    fake = FakeSnapshots(lambda: [job.id])
+    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    fake.hold.clear()
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(estimates.queue_standing(job))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+
+    assert fake.started.wait(5)
+    fake.hold.set()
+    for thread in threads:
+        thread.join(5)
+
+    assert answers == [(1, None)] * 4
+    assert fake.builds == 1
+
+
+def test_the_rebuild_thread_closes_its_database_connection(in_background, make_job, monkeypatch):
+    job = make_job()
+    monkeypatch.setattr(estimates, "take_snapshot", FakeSnapshots(lambda: [job.id]))
+    estimates.queue_standing(job)
+    closed_in = []
+    monkeypatch.setattr(estimates, "connection", type("Connection", (), {
+        "close": staticmethod(lambda: closed_in.append(threading.current_thread().name)),
+    }))
+    monkeypatch.setattr(estimates, "SNAPSHOT_TTL", 0.0)
+
+    estimates.queue_standing(job)
+    estimates.wait_for_rebuilds(5)
+
+    assert closed_in == ["queue snapshot None"]
+
+
+def test_a_slow_build_stretches_the_time_to_the_next_one(in_background, make_job, monkeypatch):
+    job = make_job()
+    fake = FakeSnapshots(lambda: [job.id])
+    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    estimates.queue_standing(job)
+    snapshot = estimates._snapshots[None]
+    snapshot.build_seconds = 1.0  # a rebuild at most every 20 s (5% of the time)
+
+    snapshot.taken_monotonic -= 6  # past SNAPSHOT_TTL (5 s)
+    estimates.queue_standing(job)
+    estimates.wait_for_rebuilds(5)
+    assert fake.builds == 1
+
+    snapshot.taken_monotonic -= 15
+    estimates.queue_standing(job)
+    estimates.wait_for_rebuilds(5)
+    assert fake.builds == 2
