@@ -22,74 +22,24 @@ DATABASE_DOWN = (OperationalError, InterfaceError)
 
 class ApiError(exceptions.APIException):
     """
-    An error answer that carries more than `detail`: fields of its body
-    (job_id, status, expired_at) and headers. `wait`, as on DRF's Throttled,
-    is the Retry-After header in seconds.
+    An error answer DRF has no exception for, or one that carries more than
+    `detail`: fields of its body (job_id, status, expired_at), headers, and
+    `wait`, the Retry-After header in seconds (as on DRF's Throttled).
     """
 
-    wait: int | None = None
-    headers: dict[str, str] = {}
-
-    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **fields):
+    def __init__(
+        self, status_code: int, detail: str, *, wait: int | None = None, headers: dict[str, str] | None = None, **fields
+    ):
         super().__init__(detail)
+        self.status_code = status_code
+        self.wait = wait
+        self.headers = headers or {}
         self.fields = fields
-        if headers:
-            self.headers = headers
 
 
-class BadRequest(ApiError):
-    status_code = 400
-    default_detail = "Bad request."
-
-
-class Unauthorized(ApiError):
-    status_code = 401
-
-
-class JobStateConflict(ApiError):
-    """The job's status does not allow what was asked (a download before it completed, a second cancel)."""
-
-    status_code = 409
-
-
-class Gone(ApiError):
-    status_code = 410
-
-
-class PreconditionFailed(ApiError):
-    status_code = 412
-    default_detail = "A precondition (If-Match or If-Unmodified-Since) does not hold for this file."
-
-
-class RequestTooLarge(ApiError):
-    status_code = 413
-
-
-class RangeNotSatisfiable(ApiError):
-    status_code = 416
-
-
-class Unprocessable(ApiError):
-    status_code = 422
-
-
-class TooManyActiveJobs(ApiError):
-    status_code = 429
-    wait = 30
-
-
-class ServerError(ApiError):
-    status_code = 500
-    default_detail = "Internal server error."
-
-
-class Unavailable(ApiError):
-    status_code = 503
-    wait = 5
-
-
-class DatabaseUnavailable(Unavailable):
-    default_detail = "The database is unavailable; try again shortly."
+# Retry-After, in seconds, for what is briefly unavailable: the database, the file storage.
+RETRY_SOON = 5
+SERVER_ERROR = "Internal server error."
 
 
 def error_response(exc: exceptions.APIException) -> HttpResponse:
@@ -117,12 +67,17 @@ def error_response(exc: exceptions.APIException) -> HttpResponse:
     )
 
 
+def database_down(path: str) -> HttpResponse:
+    """The answer while the database is unreachable or restarting, from a view or from the middleware."""
+    logger.exception("database error while serving %s", path)
+    return error_response(ApiError(503, "The database is unavailable; try again shortly.", wait=RETRY_SOON))
+
+
 def api_exception_handler(exc, context) -> HttpResponse | None:
     """DRF's EXCEPTION_HANDLER: API errors through error_response; the database down is a 503."""
     if isinstance(exc, DATABASE_DOWN):
-        logger.exception("database error while serving %s", context["request"].path)
-        exc = DatabaseUnavailable()
-    elif isinstance(exc, Http404):
+        return database_down(context["request"].path)
+    if isinstance(exc, Http404):
         exc = exceptions.NotFound(*exc.args)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)

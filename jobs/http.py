@@ -8,7 +8,7 @@ from django.utils.http import http_date, parse_http_date_safe
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
-from jobs.exceptions import PreconditionFailed, RangeNotSatisfiable
+from jobs.exceptions import ApiError
 from jobs.files import LocalFile, S3Object
 
 # RFC 9110 section 14.1.2, one range only: `bytes=first-last`, `bytes=first-`
@@ -122,7 +122,7 @@ def file_response(request, file: LocalFile | S3Object, *, content_type: str, fil
         return conditional
     if conditional.status_code == 412:
         file.close()
-        raise PreconditionFailed()
+        raise ApiError(412, "A precondition (If-Match or If-Unmodified-Since) does not hold for this file.")
 
     header = request.headers.get("Range", "")
     byte_range = None
@@ -130,8 +130,8 @@ def file_response(request, file: LocalFile | S3Object, *, content_type: str, fil
         byte_range = requested_range(header, file.size)
     if byte_range is False:
         file.close()
-        raise RangeNotSatisfiable(
-            f"Range {header!r} is outside the file's {file.size} bytes.", headers={"Content-Range": f"bytes */{file.size}"}
+        raise ApiError(
+            416, f"Range {header!r} is outside the file's {file.size} bytes.", headers={"Content-Range": f"bytes */{file.size}"}
         )
 
     if byte_range is None and isinstance(file, LocalFile):

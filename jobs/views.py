@@ -21,15 +21,7 @@ from rest_framework.views import APIView
 from generation.registry import served_models
 from jobs import schema
 from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
-from jobs.exceptions import (
-    Gone,
-    JobStateConflict,
-    TooManyActiveJobs,
-    Unauthorized,
-    Unavailable,
-    Unprocessable,
-    error_response,
-)
+from jobs.exceptions import RETRY_SOON, ApiError, error_response
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
 from jobs.http import file_response
 from jobs.models import JobQuerySet, Status, VideoGenerationJob
@@ -358,9 +350,10 @@ class JobViewSet(viewsets.GenericViewSet):
                 webhook_events=data.get("webhook_events"),
             )
         except IdempotencyKeyReused as exc:
-            raise Unprocessable(str(exc)) from exc
+            raise ApiError(422, str(exc)) from exc
         except ActiveJobLimitReached as exc:
-            raise TooManyActiveJobs(str(exc)) from exc
+            # A job takes minutes: no sooner than this will one of them have finished.
+            raise ApiError(429, str(exc), wait=30) from exc
         body = SubmissionSerializer(job, context={"request": request}).data
         location = request.build_absolute_uri(f"/api/v1/job/{job.id}")
         return Response(
@@ -389,7 +382,9 @@ class JobViewSet(viewsets.GenericViewSet):
             deleted = job_delete(job)
         except StorageUnavailable as exc:
             logger.exception("job=%s user_id=%s: storage unavailable deleting its files", job.id, job.user_id)
-            raise Unavailable("The file storage is unavailable; the job was not deleted. Try again shortly.") from exc
+            raise ApiError(
+                503, "The file storage is unavailable; the job was not deleted. Try again shortly.", wait=RETRY_SOON
+            ) from exc
         if not deleted:
             # Deleted by another request meanwhile: as if it never was.
             raise exceptions.NotFound(NO_SUCH_JOB)
@@ -419,7 +414,8 @@ class JobViewSet(viewsets.GenericViewSet):
         job = self.get_object()
         if not job_cancel(job):
             job.refresh_from_db()
-            raise JobStateConflict(
+            raise ApiError(
+                409,
                 f"The job is {job.status}; only pending or running jobs can be cancelled.",
                 job_id=str(job.id),
                 status=job.status,
@@ -450,13 +446,15 @@ class JobViewSet(viewsets.GenericViewSet):
     def send_file(self, job_file: JobFile):
         job = self.get_object()
         if job.status != Status.COMPLETED:
-            raise JobStateConflict(
+            raise ApiError(
+                409,
                 f"The job is {job.status}; its video can be downloaded once it is completed.",
                 job_id=str(job.id),
                 status=job.status,
             )
         if job.expired_at is not None:
-            raise Gone(
+            raise ApiError(
+                410,
                 f"This video expired on {job.expired_at:%Y-%m-%d}: this server keeps videos for a limited time "
                 "after they are made, and its files were removed.",
                 job_id=str(job.id),
@@ -465,7 +463,7 @@ class JobViewSet(viewsets.GenericViewSet):
         stored = getattr(job, job_file.field_name)
         if not stored:
             # Jobs completed before previews (or posters) existed have none.
-            raise Gone("This job has no such file: it was never stored.", job_id=str(job.id))
+            raise ApiError(410, "This job has no such file: it was never stored.", job_id=str(job.id))
         filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
         try:
             if redirects_to_storage(stored):
@@ -473,10 +471,10 @@ class JobViewSet(viewsets.GenericViewSet):
             return file_response(self.request, open_stored(stored), content_type=job_file.content_type, filename=filename)
         except Missing as exc:
             logger.error("completed but %s is missing", stored.name, extra=log_fields(job))
-            raise Gone("The job completed but its file is no longer stored.", job_id=str(job.id)) from exc
+            raise ApiError(410, "The job completed but its file is no longer stored.", job_id=str(job.id)) from exc
         except StorageUnavailable as exc:
             logger.exception("storage unavailable reading %s", stored.name, extra=log_fields(job))
-            raise Unavailable("The file storage is unavailable; try again shortly.") from exc
+            raise ApiError(503, "The file storage is unavailable; try again shortly.", wait=RETRY_SOON) from exc
 
 
 def _redirect(url: str) -> JsonResponse:
@@ -559,11 +557,12 @@ def metrics_view(request):
         given = request.META.get("HTTP_AUTHORIZATION", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return error_response(
-                Unauthorized(
+                ApiError(
+                    401,
                     "This endpoint needs the metrics token: Authorization: Bearer <token>.",
                     headers={"WWW-Authenticate": 'Bearer realm="videogen-metrics"'},
                 )
             )
     if request.method not in ("GET", "HEAD"):
-        return error_response(exceptions.MethodNotAllowed(request.method, detail="Only GET."))
+        return error_response(ApiError(405, "Only GET."))
     return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -6,7 +6,7 @@ from django.views import defaults
 
 from rest_framework import exceptions
 
-from jobs.exceptions import BadRequest, ServerError, error_response
+from jobs.exceptions import SERVER_ERROR, ApiError, error_response
 from jobs.views import HealthView, metrics_view
 
 urlpatterns = [
@@ -36,8 +36,8 @@ def _is_api(request) -> bool:
 
 def bad_request(request, exception=None):
     if _is_api(request):
-        detail = next((text for kind, text in BAD_REQUEST_REASONS if isinstance(exception, kind)), None)
-        return error_response(BadRequest(detail))
+        detail = next((text for kind, text in BAD_REQUEST_REASONS if isinstance(exception, kind)), "Bad request.")
+        return error_response(ApiError(400, detail))
     return defaults.bad_request(request, exception)
 
 
@@ -55,7 +55,7 @@ def not_found(request, exception=None):
 
 def server_error(request):
     if _is_api(request):
-        return error_response(ServerError())
+        return error_response(ApiError(500, SERVER_ERROR))
     return defaults.server_error(request)
 
 
