@@ -98,9 +98,7 @@ def requested_user_id(
                 raise exceptions.ValidationError({"user_id": ["user_id must be a string."]})
             candidates.append(_clean_user_id(data["user_id"]))
     if len(set(candidates)) > 1:
-        raise exceptions.ValidationError(
-            {"user_id": [USER_ID_DIFFERS]}
-        )
+        raise exceptions.ValidationError({"user_id": [USER_ID_DIFFERS]})
     given = candidates[0] if candidates else None
     return scoped_user_id(request, given) if scoped else given
 
@@ -328,9 +326,7 @@ class JobViewSet(viewsets.GenericViewSet):
         data = serializer.validated_data
         check_submit_user(request, data["user_id"])
         if query_user_id is not None and query_user_id != data["user_id"]:
-            raise exceptions.ValidationError(
-                {"user_id": [USER_ID_DIFFERS]}
-            )
+            raise exceptions.ValidationError({"user_id": [USER_ID_DIFFERS]})
         try:
             job, created = job_create(
                 user_id=data["user_id"],
