@@ -1,18 +1,15 @@
-"""HTTP helpers the API needs and Django lacks: Range and conditional requests, JSON errors."""
+"""HTTP helpers the API needs and Django lacks: Range and conditional requests, quick JSON negotiation."""
 
 import re
 
-from django.db import InterfaceError, OperationalError
-from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date, parse_http_date_safe
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 
+from jobs.exceptions import ApiError
 from jobs.files import LocalFile, S3Object
-
-# What an unreachable or restarting database raises; answered with a 503.
-# (Other database errors, an IntegrityError say, are bugs: a 500.)
-DATABASE_DOWN = (OperationalError, InterfaceError)
 
 # RFC 9110 section 14.1.2, one range only: `bytes=first-last`, `bytes=first-`
 # or `bytes=-suffix`. ASCII digits only (\d would take any script's digits).
@@ -46,8 +43,19 @@ class JsonFirstNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
-def json_error(http_status: int, detail: str, **extra) -> JsonResponse:
-    return JsonResponse({"detail": detail, **extra}, status=http_status)
+class JsonOptionsNegotiation(JsonFirstNegotiation):
+    """
+    For drf-spectacular's /schema and /docs: their own renderers (YAML, the
+    docs' HTML template) for what they serve, JSON for an OPTIONS answer
+    (DRF's metadata, which the docs' template cannot render). Their errors
+    are JSON already: every API error is (jobs.exceptions.error_response).
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        selected = super().select_renderer(request, renderers, format_suffix)
+        if request.method == "OPTIONS":
+            return JSONRenderer(), JSONRenderer.media_type
+        return selected
 
 
 def _position(digits: str) -> int:
@@ -100,7 +108,7 @@ def file_response(request, file: LocalFile | S3Object, *, content_type: str, fil
     If-Unmodified-Since); a single `Range` gets 206 so browsers can seek,
     unless If-Range names another version (then the whole file). Several
     ranges get the whole file, which RFC 9110 allows; an unsatisfiable range
-    gets 416.
+    gets 416. The 412 and the 416 are raised, like every API error.
     """
     validators = {"ETag": file.etag, "Last-Modified": http_date(file.last_modified.timestamp())}
     conditional = get_conditional_response(
@@ -114,7 +122,7 @@ def file_response(request, file: LocalFile | S3Object, *, content_type: str, fil
         return conditional
     if conditional.status_code == 412:
         file.close()
-        return json_error(412, "A precondition (If-Match or If-Unmodified-Since) does not hold for this file.")
+        raise ApiError(412, "A precondition (If-Match or If-Unmodified-Since) does not hold for this file.")
 
     header = request.headers.get("Range", "")
     byte_range = None
@@ -122,9 +130,9 @@ def file_response(request, file: LocalFile | S3Object, *, content_type: str, fil
         byte_range = requested_range(header, file.size)
     if byte_range is False:
         file.close()
-        response = json_error(416, f"Range {header!r} is outside the file's {file.size} bytes.")
-        response["Content-Range"] = f"bytes */{file.size}"
-        return response
+        raise ApiError(
+            416, f"Range {header!r} is outside the file's {file.size} bytes.", headers={"Content-Range": f"bytes */{file.size}"}
+        )
 
     if byte_range is None and isinstance(file, LocalFile):
         response = FileResponse(file.file, content_type=content_type, filename=filename)

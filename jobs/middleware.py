@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404
 
-from jobs.http import DATABASE_DOWN, json_error
+from jobs.exceptions import DATABASE_DOWN, SERVER_ERROR, ApiError, database_down, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class JsonApiErrorsMiddleware:
             except ValueError:
                 length = 0
             if length > limit:
-                return json_error(413, f"The request body is {length} bytes; the limit is {limit} bytes.")
+                return error_response(ApiError(413, f"The request body is {length} bytes; the limit is {limit} bytes."))
         return self.get_response(request)
 
     def process_exception(self, request, exception):
@@ -43,9 +43,6 @@ class JsonApiErrorsMiddleware:
             # in videogen/urls.py, which speak JSON under /api/.
             return None
         if isinstance(exception, DATABASE_DOWN):
-            logger.exception("database error while serving %s", request.path)
-            response = json_error(503, "The database is unavailable; try again shortly.")
-            response["Retry-After"] = "5"
-            return response
+            return database_down(request.path)
         logger.exception("unexpected error while serving %s", request.path)
-        return json_error(500, "Internal server error.")
+        return error_response(ApiError(500, SERVER_ERROR))

@@ -1,7 +1,7 @@
 """OpenAPI: the shapes of responses the views build by hand, and what to leave out of the schema."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
 
 from jobs.serializers import VideoInfo
@@ -14,6 +14,10 @@ class ErrorSerializer(serializers.Serializer):
     status = serializers.CharField(required=False)
 
 
+# The whole answer of the viewset's list action, pagination included: not
+# to be wrapped in an array and a paginator's envelope, as drf-spectacular
+# does for a list action's serializer.
+@extend_schema_serializer(many=False)
 class VideoListSerializer(serializers.Serializer):
     videos = VideoInfo(many=True)
     next = serializers.URLField(allow_null=True)

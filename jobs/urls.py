@@ -1,24 +1,33 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from jobs import views
+from jobs.http import JsonOptionsNegotiation
 
-# The original service's paths. Each also answers with a trailing slash
-# (those aliases are left out of the OpenAPI schema).
+job_actions = views.JobViewSet.as_view
+
+# The original service's paths, each mapped to the job viewset's actions
+# (`name`: what an OPTIONS answer calls each). Each also answers with a
+# trailing slash (those aliases are left out of the OpenAPI schema).
 routes = [
-    ("generate", views.GenerateView, "generate"),
-    ("job/<str:job_id>", views.JobView, "job"),
-    ("job/<str:job_id>/cancel", views.CancelView, "cancel"),
-    ("videos", views.VideosView, "videos"),
-    ("download/<str:job_id>", views.DownloadView, "download"),
-    ("poster/<str:job_id>", views.PosterView, "poster"),
-    ("preview/<str:job_id>", views.PreviewView, "preview"),
-    ("models", views.ModelsView, "models"),
-    ("health", views.HealthView, "health"),
+    ("generate", job_actions({"post": "create"}, name="Generate"), "generate"),
+    ("job/<str:job_id>", job_actions({"get": "retrieve", "delete": "destroy"}), "job"),
+    ("job/<str:job_id>/cancel", job_actions({"post": "cancel"}, name="Cancel"), "cancel"),
+    ("videos", job_actions({"get": "list"}, name="Videos"), "videos"),
+    ("download/<str:job_id>", job_actions({"get": "download"}, name="Download"), "download"),
+    ("poster/<str:job_id>", job_actions({"get": "poster"}, name="Poster"), "poster"),
+    ("preview/<str:job_id>", job_actions({"get": "preview"}, name="Preview"), "preview"),
+    ("models", views.ModelsView.as_view(), "models"),
+    ("health", views.HealthView.as_view(), "health"),
 ]
 
-urlpatterns = [path(route, view.as_view(), name=name) for route, view, name in routes]
-urlpatterns += [path(f"{route}/", view.as_view()) for route, view, name in routes]
+urlpatterns = [path(route, view, name=name) for route, view, name in routes]
+urlpatterns += [path(f"{route}/", view) for route, view, name in routes]
 urlpatterns += [
-    path("schema", views.SchemaView.as_view(), name="schema"),
-    path("docs", views.DocsView.as_view(url_name="schema"), name="docs"),
+    path("schema", SpectacularAPIView.as_view(content_negotiation_class=JsonOptionsNegotiation), name="schema"),
+    path(
+        "docs",
+        SpectacularSwaggerView.as_view(url_name="schema", content_negotiation_class=JsonOptionsNegotiation),
+        name="docs",
+    ),
 ]

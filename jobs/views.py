@@ -2,28 +2,31 @@ import datetime
 import hmac
 import logging
 import uuid
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 
 from jobs import schema
 from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
 from jobs.deployment import served_models
+from jobs.exceptions import RETRY_SOON, ApiError, error_response
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
-from jobs.http import DATABASE_DOWN, file_response, json_error
+from jobs.http import file_response
 from jobs.metrics import render
-from jobs.models import Status, VideoGenerationJob
+from jobs.models import JobQuerySet, Status, VideoGenerationJob
 from jobs.serializers import (
     USER_ID_MAX_LENGTH,
     GenerationRequest,
@@ -51,28 +54,10 @@ logger = logging.getLogger(__name__)
 TOTAL_COUNT_CAP = 10_000
 
 
-def api_exception_handler(exc, context):
-    """DRF errors as {"detail": "...", "errors": {field: [...]}}; the database down is a 503."""
-    if isinstance(exc, DATABASE_DOWN):
-        logger.exception("database error while serving %s", context["request"].path)
-        return Response(
-            {"detail": "The database is unavailable; try again shortly."},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
-    response = exception_handler(exc, context)
-    if response is None:
-        return None
-    if isinstance(exc, exceptions.ValidationError):
-        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        summary = "; ".join(f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items())
-        response.data = {"detail": f"Invalid request. {summary}", "errors": errors}
-    return response
-
-
 # The query parameters of the per-user endpoints (the file views take these too).
 USER_ID_PARAMS = frozenset({"user_id"})
 VIDEOS_PARAMS = frozenset({"user_id", "cursor", "page_size"})
+USER_ID_DIFFERS = "user_id in the query string and in the body differ; give it once, or the same in both."
 
 
 def check_query_params(request, allowed: frozenset[str]) -> None:
@@ -115,9 +100,7 @@ def requested_user_id(
                 raise exceptions.ValidationError({"user_id": ["user_id must be a string."]})
             candidates.append(_clean_user_id(data["user_id"]))
     if len(set(candidates)) > 1:
-        raise exceptions.ValidationError(
-            {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
-        )
+        raise exceptions.ValidationError({"user_id": [USER_ID_DIFFERS]})
     given = candidates[0] if candidates else None
     return scoped_user_id(request, given) if scoped else given
 
@@ -136,19 +119,6 @@ def _clean_user_id(raw: str) -> str:
     return user_id
 
 
-def get_visible_job(request, job_id: str, *, body: bool = False) -> VideoGenerationJob:
-    """The job, if it exists and the request's user_id may see it; else 404, alike."""
-    user_id = requested_user_id(request, body=body)
-    try:
-        pk = uuid.UUID(str(job_id))
-    except ValueError:
-        raise exceptions.NotFound(NO_SUCH_JOB)
-    job = VideoGenerationJob.objects.visible(user_id, pk)
-    if job is None:
-        raise exceptions.NotFound(NO_SUCH_JOB)
-    return job
-
-
 def idempotency_key(request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -158,98 +128,6 @@ def idempotency_key(request) -> str | None:
             {"Idempotency-Key": ["The Idempotency-Key header must be 1-255 printable ASCII characters, no spaces."]}
         )
     return key
-
-
-class GenerateView(APIView):
-    throttle_kind = "submit"
-
-    @extend_schema(
-        operation_id="generate",
-        request=GenerationRequest,
-        parameters=[schema.IDEMPOTENCY_KEY],
-        responses={
-            202: SubmissionSerializer,
-            200: OpenApiResponse(SubmissionSerializer, description="The job this Idempotency-Key created."),
-            422: schema.ERROR,
-            429: schema.ERROR,
-            **schema.COMMON_ERRORS,
-        },
-    )
-    def post(self, request):
-        key = idempotency_key(request)
-        query_user_id = requested_user_id(request, scoped=False)
-        if query_user_id is not None:
-            check_submit_user(request, query_user_id)
-        serializer = GenerationRequest(data=submit_user_id(request, request.data))
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        check_submit_user(request, data["user_id"])
-        if query_user_id is not None and query_user_id != data["user_id"]:
-            raise exceptions.ValidationError(
-                {"user_id": ["user_id in the query string and in the body differ; give it once, or the same in both."]}
-            )
-        try:
-            job, created = job_create(
-                user_id=data["user_id"],
-                prompt=data["prompt"],
-                negative_prompt=data["negative_prompt"],
-                model_name=data["model"],
-                fps=data["fps"],
-                num_frames=data["num_frames"],
-                width=data["width"],
-                height=data["height"],
-                num_inference_steps=data["num_inference_steps"],
-                guidance_scale=data["guidance_scale"],
-                seed=data["seed"],
-                idempotency_key=key,
-                fingerprint=request_fingerprint(data) if key else "",
-                webhook_url=data.get("webhook_url", ""),
-                webhook_events=data.get("webhook_events"),
-            )
-        except IdempotencyKeyReused as exc:
-            return json_error(422, str(exc))
-        except ActiveJobLimitReached as exc:
-            response = json_error(429, str(exc))
-            response["Retry-After"] = "30"
-            return response
-        body = SubmissionSerializer(job, context={"request": request}).data
-        location = request.build_absolute_uri(f"/api/v1/job/{job.id}")
-        return Response(
-            body,
-            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
-            headers={"Location": location},
-        )
-
-
-class JobView(APIView):
-    @extend_schema(
-        operation_id="job_status",
-        parameters=[schema.USER_ID],
-        responses={200: JobStatusSerializer, **schema.COMMON_ERRORS},
-    )
-    def get(self, request, job_id):
-        job = get_visible_job(request, job_id)
-        return Response(JobStatusSerializer(job, context={"request": request}).data)
-
-    @extend_schema(
-        operation_id="job_delete",
-        parameters=[schema.USER_ID],
-        responses={204: None, **schema.COMMON_ERRORS},
-        description="Delete the job, its files and its webhook events; an active job is cancelled first.",
-    )
-    def delete(self, request, job_id):
-        job = get_visible_job(request, job_id)
-        try:
-            deleted = job_delete(job)
-        except StorageUnavailable:
-            logger.exception("job=%s user_id=%s: storage unavailable deleting its files", job.id, job.user_id)
-            response = json_error(503, "The file storage is unavailable; the job was not deleted. Try again shortly.")
-            response["Retry-After"] = "5"
-            return response
-        if not deleted:
-            # Deleted by another request meanwhile: as if it never was.
-            raise exceptions.NotFound(NO_SUCH_JOB)
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class VideoCursorPagination(CursorPagination):
@@ -331,23 +209,6 @@ def _cursor_datetime(value: str) -> datetime.datetime | None:
         return None
 
 
-class VideosView(APIView):
-    @extend_schema(
-        operation_id="videos",
-        parameters=[
-            schema.USER_ID,
-            OpenApiParameter("cursor", str, description="From a previous page's next or previous link."),
-            OpenApiParameter("page_size", int, description="At most VIDEOGEN_MAX_PAGE_SIZE (default 100)."),
-        ],
-        responses={200: schema.VideoListSerializer, **schema.COMMON_ERRORS},
-    )
-    def get(self, request):
-        queryset = VideoGenerationJob.objects.for_user(requested_user_id(request, allowed=VIDEOS_PARAMS)).completed_videos()
-        paginator = VideoCursorPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response(VideoInfo(page, many=True, context={"request": request}).data)
-
-
 class _FileType(BaseRenderer):
     """
     Stands for the file's own type in content negotiation (`Accept: video/mp4`
@@ -360,15 +221,83 @@ class _FileType(BaseRenderer):
         self.media_type = media_type
 
 
-class _JobFileView(APIView):
+class JobFile(NamedTuple):
     field_name: str
     content_type: str
 
+
+# The files a completed job has, by the action that sends each.
+JOB_FILES = {
+    "download": JobFile("video", "video/mp4"),
+    "poster": JobFile("poster", "image/jpeg"),
+    "preview": JobFile("preview", "image/webp"),
+}
+
+
+class WithoutFields(SimpleMetadata):
+    """
+    OPTIONS answers without DRF's description of a serializer's fields
+    ("actions"), which SimpleMetadata adds for any view with
+    get_serializer(): the OpenAPI schema documents the bodies.
+    """
+
+    def determine_actions(self, request, view) -> dict:
+        return {}
+
+
+# The job endpoints, under the original service's paths (jobs/urls.py maps
+# each path and method to an action). Every action but create reads through
+# get_queryset(): the requesting user's jobs, and nobody else's. (A comment,
+# not a docstring: drf-spectacular would print a docstring in every operation.)
+class JobViewSet(viewsets.GenericViewSet):
+    lookup_url_kwarg = "job_id"
+    pagination_class = VideoCursorPagination
+    metadata_class = WithoutFields
+
+    @property
+    def throttle_kind(self) -> str:
+        # Which rate limit applies (jobs.auth): submits have their own.
+        return "submit" if self.action == "create" else "read"
+
+    def requested_user_id(self) -> str | None:
+        # Cancel is a POST: user_id may come in a JSON body too, where a POST's fields usually go.
+        allowed = VIDEOS_PARAMS if self.action == "list" else USER_ID_PARAMS
+        return requested_user_id(self.request, allowed=allowed, body=self.action == "cancel")
+
+    def get_queryset(self) -> JobQuerySet:
+        if getattr(self, "swagger_fake_view", False):
+            # drf-spectacular asks while it writes the schema, with no real request.
+            return VideoGenerationJob.objects.none()
+        return VideoGenerationJob.objects.for_user(self.requested_user_id())
+
+    def get_object(self) -> VideoGenerationJob:
+        """
+        get_queryset() filtered by the id in the URL, as DRF's get_object()
+        does, but read with VideoGenerationJob.objects.visible(): the same
+        for_user() filter, its SQL compiled once per process, so a status
+        poll (the most frequent request) costs one query and no compiling
+        (issue 13). A missing job, a malformed id and another user's job are
+        the same 404.
+        """
+        user_id = self.requested_user_id()
+        try:
+            pk = uuid.UUID(str(self.kwargs[self.lookup_url_kwarg]))
+        except ValueError:
+            raise exceptions.NotFound(NO_SUCH_JOB)
+        job = VideoGenerationJob.objects.visible(user_id, pk)
+        if job is None:
+            raise exceptions.NotFound(NO_SUCH_JOB)
+        self.check_object_permissions(self.request, job)
+        return job
+
     def perform_content_negotiation(self, request, force=False):
+        job_file = JOB_FILES.get(self.action)
+        if job_file is None:
+            return super().perform_content_negotiation(request, force)
         # The API's renderers plus the file's type; only here, not in
         # get_renderers(), so nothing else (the schema, ?format=) sees it.
-        # Whichever wins, errors (404, 409, ...) are rendered as JSON.
-        renderers = [*self.get_renderers(), _FileType(self.content_type)]
+        # Whichever wins, errors (404, 409, ...) are JSON (jobs.exceptions).
+        renderers = [*self.get_renderers(), _FileType(job_file.content_type)]
         try:
             self.get_content_negotiator().select_renderer(request, renderers, self.format_kwarg)
         except exceptions.NotAcceptable:
@@ -377,40 +306,173 @@ class _JobFileView(APIView):
             raise
         return super().perform_content_negotiation(request, force=True)
 
-    def get(self, request, job_id):
-        job = get_visible_job(request, job_id)
+    @extend_schema(
+        operation_id="generate",
+        request=GenerationRequest,
+        parameters=[schema.IDEMPOTENCY_KEY],
+        responses={
+            202: SubmissionSerializer,
+            200: OpenApiResponse(SubmissionSerializer, description="The job this Idempotency-Key created."),
+            422: schema.ERROR,
+            429: schema.ERROR,
+            **schema.COMMON_ERRORS,
+        },
+    )
+    def create(self, request):
+        key = idempotency_key(request)
+        query_user_id = requested_user_id(request, scoped=False)
+        if query_user_id is not None:
+            check_submit_user(request, query_user_id)
+        serializer = GenerationRequest(data=submit_user_id(request, request.data))
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        check_submit_user(request, data["user_id"])
+        if query_user_id is not None and query_user_id != data["user_id"]:
+            raise exceptions.ValidationError({"user_id": [USER_ID_DIFFERS]})
+        try:
+            job, created = job_create(
+                user_id=data["user_id"],
+                prompt=data["prompt"],
+                negative_prompt=data["negative_prompt"],
+                model_name=data["model"],
+                fps=data["fps"],
+                num_frames=data["num_frames"],
+                width=data["width"],
+                height=data["height"],
+                num_inference_steps=data["num_inference_steps"],
+                guidance_scale=data["guidance_scale"],
+                seed=data["seed"],
+                idempotency_key=key,
+                fingerprint=request_fingerprint(data) if key else "",
+                webhook_url=data.get("webhook_url", ""),
+                webhook_events=data.get("webhook_events"),
+            )
+        except IdempotencyKeyReused as exc:
+            raise ApiError(422, str(exc)) from exc
+        except ActiveJobLimitReached as exc:
+            # A job takes minutes: no sooner than this will one of them have finished.
+            raise ApiError(429, str(exc), wait=30) from exc
+        body = SubmissionSerializer(job, context={"request": request}).data
+        location = request.build_absolute_uri(f"/api/v1/job/{job.id}")
+        return Response(
+            body,
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+            headers={"Location": location},
+        )
+
+    @extend_schema(
+        operation_id="job_status",
+        parameters=[schema.USER_ID],
+        responses={200: JobStatusSerializer, **schema.COMMON_ERRORS},
+    )
+    def retrieve(self, request, job_id):
+        return Response(JobStatusSerializer(self.get_object(), context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="job_delete",
+        parameters=[schema.USER_ID],
+        responses={204: None, **schema.COMMON_ERRORS},
+        description="Delete the job, its files and its webhook events; an active job is cancelled first.",
+    )
+    def destroy(self, request, job_id):
+        job = self.get_object()
+        try:
+            deleted = job_delete(job)
+        except StorageUnavailable as exc:
+            logger.exception("job=%s user_id=%s: storage unavailable deleting its files", job.id, job.user_id)
+            raise ApiError(
+                503, "The file storage is unavailable; the job was not deleted. Try again shortly.", wait=RETRY_SOON
+            ) from exc
+        if not deleted:
+            # Deleted by another request meanwhile: as if it never was.
+            raise exceptions.NotFound(NO_SUCH_JOB)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        operation_id="videos",
+        parameters=[
+            schema.USER_ID,
+            OpenApiParameter("cursor", str, description="From a previous page's next or previous link."),
+            OpenApiParameter("page_size", int, description="At most VIDEOGEN_MAX_PAGE_SIZE (default 100)."),
+        ],
+        responses={200: schema.VideoListSerializer, **schema.COMMON_ERRORS},
+    )
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset().completed_videos())
+        return self.get_paginated_response(VideoInfo(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="cancel",
+        request=None,
+        parameters=[schema.USER_ID],
+        responses={200: JobSerializer, 409: schema.ERROR, **schema.COMMON_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, job_id):
+        job = self.get_object()
+        if not job_cancel(job):
+            job.refresh_from_db()
+            raise ApiError(
+                409,
+                f"The job is {job.status}; only pending or running jobs can be cancelled.",
+                job_id=str(job.id),
+                status=job.status,
+            )
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="download", parameters=[schema.USER_ID], responses=schema.file_responses(JOB_FILES["download"].content_type)
+    )
+    @action(detail=True)
+    def download(self, request, job_id):
+        return self.send_file(JOB_FILES["download"])
+
+    @extend_schema(
+        operation_id="poster", parameters=[schema.USER_ID], responses=schema.file_responses(JOB_FILES["poster"].content_type)
+    )
+    @action(detail=True)
+    def poster(self, request, job_id):
+        return self.send_file(JOB_FILES["poster"])
+
+    @extend_schema(
+        operation_id="preview", parameters=[schema.USER_ID], responses=schema.file_responses(JOB_FILES["preview"].content_type)
+    )
+    @action(detail=True)
+    def preview(self, request, job_id):
+        return self.send_file(JOB_FILES["preview"])
+
+    def send_file(self, job_file: JobFile):
+        job = self.get_object()
         if job.status != Status.COMPLETED:
-            return json_error(
+            raise ApiError(
                 409,
                 f"The job is {job.status}; its video can be downloaded once it is completed.",
                 job_id=str(job.id),
                 status=job.status,
             )
         if job.expired_at is not None:
-            return json_error(
+            raise ApiError(
                 410,
                 f"This video expired on {job.expired_at:%Y-%m-%d}: this server keeps videos for a limited time "
                 "after they are made, and its files were removed.",
                 job_id=str(job.id),
                 expired_at=job.expired_at.isoformat(),
             )
-        stored = getattr(job, self.field_name)
+        stored = getattr(job, job_file.field_name)
         if not stored:
             # Jobs completed before previews (or posters) existed have none.
-            return json_error(410, "This job has no such file: it was never stored.", job_id=str(job.id))
+            raise ApiError(410, "This job has no such file: it was never stored.", job_id=str(job.id))
         filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
         try:
             if redirects_to_storage(stored):
-                return _redirect(presigned_url(stored, content_type=self.content_type, filename=filename))
-            return file_response(request, open_stored(stored), content_type=self.content_type, filename=filename)
-        except Missing:
+                return _redirect(presigned_url(stored, content_type=job_file.content_type, filename=filename))
+            return file_response(self.request, open_stored(stored), content_type=job_file.content_type, filename=filename)
+        except Missing as exc:
             logger.error("completed but %s is missing", stored.name, extra=log_fields(job))
-            return json_error(410, "The job completed but its file is no longer stored.", job_id=str(job.id))
-        except StorageUnavailable:
+            raise ApiError(410, "The job completed but its file is no longer stored.", job_id=str(job.id)) from exc
+        except StorageUnavailable as exc:
             logger.exception("storage unavailable reading %s", stored.name, extra=log_fields(job))
-            response = json_error(503, "The file storage is unavailable; try again shortly.")
-            response["Retry-After"] = "5"
-            return response
+            raise ApiError(503, "The file storage is unavailable; try again shortly.", wait=RETRY_SOON) from exc
 
 
 def _redirect(url: str) -> JsonResponse:
@@ -419,49 +481,6 @@ def _redirect(url: str) -> JsonResponse:
     # The URL expires: never let a cache replay this answer after it has.
     response["Cache-Control"] = "no-store"
     return response
-
-
-@extend_schema_view(
-    get=extend_schema(operation_id="download", parameters=[schema.USER_ID], responses=schema.file_responses("video/mp4"))
-)
-class DownloadView(_JobFileView):
-    field_name = "video"
-    content_type = "video/mp4"
-
-
-@extend_schema_view(
-    get=extend_schema(operation_id="poster", parameters=[schema.USER_ID], responses=schema.file_responses("image/jpeg"))
-)
-class PosterView(_JobFileView):
-    field_name = "poster"
-    content_type = "image/jpeg"
-
-
-@extend_schema_view(
-    get=extend_schema(operation_id="preview", parameters=[schema.USER_ID], responses=schema.file_responses("image/webp"))
-)
-class PreviewView(_JobFileView):
-    field_name = "preview"
-    content_type = "image/webp"
-
-
-class CancelView(APIView):
-    @extend_schema(
-        operation_id="cancel",
-        request=None,
-        parameters=[schema.USER_ID],
-        responses={200: JobSerializer, 409: schema.ERROR, **schema.COMMON_ERRORS},
-    )
-    def post(self, request, job_id):
-        # user_id may come in a JSON body too, where a POST's fields usually go.
-        job = get_visible_job(request, job_id, body=True)
-        if not job_cancel(job):
-            job.refresh_from_db()
-            return json_error(
-                409, f"The job is {job.status}; only pending or running jobs can be cancelled.",
-                job_id=str(job.id), status=job.status,
-            )
-        return Response(JobSerializer(job, context={"request": request}).data)
 
 
 class ModelsView(APIView):
@@ -523,39 +542,19 @@ def _check_broker() -> str:
         return UNAVAILABLE
 
 
-class JsonErrorsMixin:
-    """
-    drf-spectacular's views render errors with their own renderers (YAML, an
-    HTML template) like their content; under /api/ every error is JSON, and
-    so is an OPTIONS answer (DRF's metadata, which the docs' template cannot
-    render).
-    """
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, Response) and (response.status_code >= 400 or request.method == "OPTIONS"):
-            request.accepted_renderer = JSONRenderer()
-            request.accepted_media_type = JSONRenderer.media_type
-            response.template_name = None
-        return super().finalize_response(request, response, *args, **kwargs)
-
-
-class SchemaView(JsonErrorsMixin, SpectacularAPIView):
-    pass
-
-
-class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
-    pass
-
-
 def metrics_view(request):
     """Prometheus' scrape (VIDEOGEN_METRICS=true); a bearer VIDEOGEN_METRICS_TOKEN when one is set."""
     token = settings.VIDEOGEN_METRICS_TOKEN
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            response = json_error(401, "This endpoint needs the metrics token: Authorization: Bearer <token>.")
-            response["WWW-Authenticate"] = 'Bearer realm="videogen-metrics"'
-            return response
+            return error_response(
+                ApiError(
+                    401,
+                    "This endpoint needs the metrics token: Authorization: Bearer <token>.",
+                    headers={"WWW-Authenticate": 'Bearer realm="videogen-metrics"'},
+                )
+            )
     if request.method not in ("GET", "HEAD"):
-        return json_error(405, "Only GET.")
+        return error_response(ApiError(405, "Only GET."))
     return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

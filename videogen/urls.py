@@ -4,7 +4,9 @@ from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFie
 from django.urls import include, path
 from django.views import defaults
 
-from jobs.http import json_error
+from rest_framework import exceptions
+
+from jobs.exceptions import SERVER_ERROR, ApiError, error_response
 from jobs.views import HealthView, metrics_view
 
 urlpatterns = [
@@ -35,25 +37,25 @@ def _is_api(request) -> bool:
 def bad_request(request, exception=None):
     if _is_api(request):
         detail = next((text for kind, text in BAD_REQUEST_REASONS if isinstance(exception, kind)), "Bad request.")
-        return json_error(400, detail)
+        return error_response(ApiError(400, detail))
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception=None):
     if _is_api(request):
-        return json_error(403, "Forbidden.")
+        return error_response(exceptions.PermissionDenied("Forbidden."))
     return defaults.permission_denied(request, exception)
 
 
 def not_found(request, exception=None):
     if _is_api(request):
-        return json_error(404, "Not found.")
+        return error_response(exceptions.NotFound("Not found."))
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     if _is_api(request):
-        return json_error(500, "Internal server error.")
+        return error_response(ApiError(500, SERVER_ERROR))
     return defaults.server_error(request)
 
 
