@@ -1,6 +1,9 @@
 """
-The adapter between a job row and the engine: the only place in `generation`
-that reads or writes jobs.
+The adapter between a job row and the engine: it claims a job, runs it,
+stores its files and records how it ended. Elsewhere in `generation` only
+the workers' life touches jobs, through jobs.recovery: a worker that starts
+reaps lost jobs (generation/worker.py), and a stopping one, or the qcluster
+command on its behalf, hands its job back.
 """
 
 import logging
@@ -33,7 +36,7 @@ from generation.worker import current_slot, limit_task_time, shutdown_requested
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.metrics import record_gpu_memory
 from jobs.queue import job_claim_next, pending_for
-from jobs.recovery import worker_name
+from jobs.recovery import job_hand_back, worker_name
 from jobs.services import wake_up
 from videogen.logformat import log_fields
 
@@ -247,15 +250,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         run_info = {**run_info, "error_detail": f"{exc.__class__.__name__}: {exc}"[:MAX_ERROR_LENGTH]}
         # _store_outputs removes what it stored when it fails; nothing else to clean.
         retry_database(
-            lambda: job.transition(
-                Status.FAILED,
-                from_={Status.RUNNING},
-                where=mine,
-                error_code=code,
-                error_message=message[:MAX_ERROR_LENGTH],
-                run_info=run_info,
-                completed_at=timezone.now(),
-            )
+            lambda: job.fail(code, message[:MAX_ERROR_LENGTH], from_={Status.RUNNING}, where=mine, run_info=run_info)
         )
         if not isinstance(exc, Exception):
             raise
@@ -293,8 +288,6 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
 
 
 def _hand_back(job: VideoGenerationJob, log: JobLog, stop: Cancelled) -> None:
-    from jobs.recovery import job_hand_back
-
     retry_database(lambda: job_hand_back(job))
     log.info("worker stopping: handed back after step %d of %d", stop.step, stop.total)
 

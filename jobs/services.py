@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
@@ -280,27 +279,17 @@ def job_delete(job: VideoGenerationJob) -> bool:
 
 def job_rerun(job: VideoGenerationJob) -> bool:
     """
-    Put a failed job back in the queue with its parameters (seed included),
-    counting one more attempt. A conditional update: when two callers race,
-    or the job is no longer failed, exactly one or neither succeeds, so a job
-    is never queued twice. False when it was not failed; raises
-    ActiveJobLimitReached when its user already has too many jobs waiting.
+    An operator's re-run of a failed job: requeue() it, counting one more
+    attempt, and wake a worker once that is committed. The requeue is a
+    conditional update, so when two callers race, or the job is no longer
+    failed, exactly one or neither succeeds, and a job is never queued twice.
+    False when it was not failed; raises ActiveJobLimitReached when its user
+    already has too many jobs waiting.
     """
     with transaction.atomic():
         _lock_user(job.user_id)
         check_active_limit(job.user_id)
-        requeued = job.transition(
-            Status.PENDING,
-            from_={Status.FAILED},
-            attempts=F("attempts") + 1,
-            progress=0,
-            error_message="",
-            error_code="",
-            started_at=None,
-            completed_at=None,
-            worker="",
-            heartbeat_at=None,
-        )
+        requeued = job.requeue(from_={Status.FAILED})
         if requeued:
             transaction.on_commit(lambda: job_enqueue(job))
     return requeued

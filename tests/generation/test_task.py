@@ -51,6 +51,18 @@ def test_progress_is_written_while_denoising_but_not_once_per_step(make_job, set
     assert written == [7, 90]
 
 
+def test_a_worker_asked_to_stop_hands_its_job_back_pending_with_nothing_of_the_run_left(make_job, monkeypatch):
+    # What SIGTERM (or the qcluster's stop signal) sets in a worker process.
+    monkeypatch.setattr("generation.worker._shutdown_requested", True)
+    job = make_job(attempts=1)
+
+    generate_video(str(job.id), job.user_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.PENDING, 1)
+    assert {name: getattr(job, name) for name in job.REQUEUE_RESETS} == job.REQUEUE_RESETS
+
+
 def test_a_second_delivery_of_a_finished_job_does_nothing(make_job, media_root):
     job = make_job()
     generate_video(str(job.id), job.user_id)

@@ -131,6 +131,16 @@ def test_it_filters_by_failure_class(staff_client, make_job):
     assert listed(staff_client.get(CHANGELIST + "?error_code__exact=out_of_memory")) == [out_of_memory.pk]
 
 
+def test_jobs_the_broker_refused_have_their_own_failure_class(staff_client, make_job):
+    refused = make_job()
+    refused.fail(ErrorCode.ENQUEUE_FAILED, "The job could not be queued: broker down", from_={Status.PENDING})
+
+    response = staff_client.get(CHANGELIST + "?error_code__exact=enqueue_failed")
+
+    assert listed(response) == [refused.pk]
+    assert "?error_code__exact=enqueue_failed" in staff_client.get(CHANGELIST).content.decode()
+
+
 def test_it_filters_by_an_exact_user_id(staff_client, make_job):
     alice = make_job(user_id="alice")
     make_job(user_id="alice2")
@@ -344,6 +354,7 @@ def test_rerunning_selected_jobs_requeues_the_failed_ones_and_says_why_others_we
     for job in failed:
         job.refresh_from_db()
         assert (job.status, job.attempts) == (Status.PENDING, 2)
+        assert {name: getattr(job, name) for name in job.REQUEUE_RESETS} == job.REQUEUE_RESETS
     assert sorted(task.task["args"][0] for task in OrmQ.objects.all()) == sorted(str(job.pk) for job in failed)
     assert [VideoGenerationJob.objects.get(pk=job.pk).status for job in others] == [Status.COMPLETED, Status.RUNNING]
 
