@@ -29,6 +29,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -85,8 +86,6 @@ def _build_urls() -> None:
         search_fields = ["user_id", "prompt"]
         ordering = ["-submitted_at"]
         list_per_page = 50
-        # Not the jobs admin's template override, which only ours can fill.
-        change_list_template = "admin/change_list.html"
 
     stock_site = admin.AdminSite(name="stock")
     stock_site.register(VideoGenerationJob, StockJobAdmin)
@@ -183,6 +182,7 @@ def run(rows: int, repeat: int, *, explain: bool) -> None:
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test import Client
+    from django.utils import timezone
 
     from jobs.models import VideoGenerationJob
 
@@ -196,7 +196,8 @@ def run(rows: int, repeat: int, *, explain: bool) -> None:
     client = Client()
     client.force_login(staff)
     some_job = VideoGenerationJob.objects.order_by("-submitted_at").first()
-    month = facts["month"]
+    month = timezone.localtime(facts["month"]).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month + timedelta(days=32)).replace(day=1)
     pages = {
         "list": "",
         "page 20": "?p=20",
@@ -204,7 +205,8 @@ def run(rows: int, repeat: int, *, explain: bool) -> None:
         "model": "?model_name=cogvideox-2b",
         "failure class": "?error_code__exact=out_of_memory",
         "user_id": f"?user_id={facts['user']}",
-        "date (a month)": f"?submitted_at__year={month.year}&submitted_at__month={month.month}",
+        # The date filter's range, as its links spell it, over one calendar month.
+        "date (a month)": "?" + urlencode({"submitted_at__gte": str(month), "submitted_at__lt": str(next_month)}),
         "search prompt": "?q=drone",
         # Matches one user's jobs: the substring match on prompts reads every row.
         "search user_id": f"?q={facts['user']}",

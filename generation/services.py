@@ -1,6 +1,9 @@
 """
-The adapter between a job row and the engine: the only place in `generation`
-that reads or writes jobs.
+The adapter between a job row and the engine: it claims a job, runs it,
+stores its files and records how it ended. Elsewhere in `generation` only
+the workers' life touches jobs, through jobs.recovery: a worker that starts
+reaps lost jobs (generation/worker.py), and a stopping one, or the qcluster
+command on its behalf, hands its job back.
 """
 
 import logging
@@ -248,15 +251,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         run_info = {**run_info, "error_detail": f"{exc.__class__.__name__}: {exc}"[:MAX_ERROR_LENGTH]}
         # _store_outputs removes what it stored when it fails; nothing else to clean.
         retry_database(
-            lambda: job.transition(
-                Status.FAILED,
-                from_={Status.RUNNING},
-                where=mine,
-                error_code=code,
-                error_message=message[:MAX_ERROR_LENGTH],
-                run_info=run_info,
-                completed_at=timezone.now(),
-            )
+            lambda: job.fail(code, message[:MAX_ERROR_LENGTH], from_={Status.RUNNING}, where=mine, run_info=run_info)
         )
         if not isinstance(exc, Exception):
             raise

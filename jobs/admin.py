@@ -12,14 +12,13 @@ import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.urls import reverse
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.text import Truncator, capfirst
+from django.utils.text import Truncator
 
 from jobs.deployment import known_models
 from jobs.estimates import queue_standing
@@ -77,99 +76,6 @@ def _estimated_rows(table: str) -> int:
         row = cursor.fetchone()
     # -1 until the table is first analysed.
     return max(row[0], 0) if row else 0
-
-
-class JobChangeList(ChangeList):
-    def get_filters(self, request):
-        # Django bounds a date drill-down by the next year, month or day,
-        # unchecked: year 9999 has no next year. Such a URL is a bad lookup,
-        # which the admin answers like any other (the list, with ?e=1).
-        try:
-            return super().get_filters(request)
-        except (ValueError, OverflowError) as exc:
-            raise IncorrectLookupParameters(exc) from exc
-
-    @cached_property
-    def date_hierarchy_links(self) -> dict:
-        """
-        Django's date drill-down (the same links and template), but with the
-        years, months or days taken from the first and last submission of the
-        filtered list: two index seeks, where Django's own asks the database
-        for the DISTINCT days of every matching row (300 ms of a 350 ms page
-        on 100,000 jobs in SQLite). The price: a day or month inside that
-        range with no jobs gets a link too, to an empty list.
-        """
-        field = self.date_hierarchy
-        year, month, day = (self.params.get(f"{field}__{part}") for part in ("year", "month", "day"))
-
-        def link(filters: dict) -> str:
-            return self.get_query_string(filters, [f"{field}__"])
-
-        if year and month and day:
-            chosen = datetime.date(int(year), int(month), int(day))
-            return {
-                "show": True,
-                "back": {
-                    "link": link({f"{field}__year": year, f"{field}__month": month}),
-                    "title": capfirst(formats.date_format(chosen, "YEAR_MONTH_FORMAT")),
-                },
-                "choices": [{"title": capfirst(formats.date_format(chosen, "MONTH_DAY_FORMAT"))}],
-            }
-
-        first, last = self._first_and_last(field)
-        if first is None:
-            return {"show": False}
-        if not (year or month):
-            # Start as deep as the data allows, as Django does.
-            if first.year == last.year:
-                year = first.year
-                if first.month == last.month:
-                    month = first.month
-        if year and month:
-            days = [datetime.date(first.year, first.month, number) for number in range(first.day, last.day + 1)]
-            return {
-                "show": True,
-                "back": {"link": link({f"{field}__year": year}), "title": str(year)},
-                "choices": [
-                    {
-                        "link": link({f"{field}__year": year, f"{field}__month": month, f"{field}__day": date.day}),
-                        "title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT")),
-                    }
-                    for date in days
-                ],
-            }
-        if year:
-            months = [datetime.date(first.year, number, 1) for number in range(first.month, last.month + 1)]
-            return {
-                "show": True,
-                "back": {"link": link({}), "title": "All dates"},
-                "choices": [
-                    {
-                        "link": link({f"{field}__year": year, f"{field}__month": date.month}),
-                        "title": capfirst(formats.date_format(date, "YEAR_MONTH_FORMAT")),
-                    }
-                    for date in months
-                ],
-            }
-        return {
-            "show": True,
-            "back": None,
-            "choices": [
-                {"link": link({f"{field}__year": str(number)}), "title": str(number)}
-                for number in range(first.year, last.year + 1)
-            ],
-        }
-
-    def _first_and_last(self, field: str) -> tuple[datetime.datetime | None, datetime.datetime | None]:
-        # ORDER BY ... LIMIT 1 both ways: each filter's index ends in
-        # submitted_at, so each is one seek. (SQLite scans for MIN and MAX
-        # asked together.)
-        values = self.queryset.values_list(field, flat=True)
-        first = values.order_by(field).first()
-        if first is None:
-            return None, None
-        last = values.order_by(f"-{field}").first()
-        return timezone.localtime(first), timezone.localtime(last)
 
 
 class UserIdFilter(admin.SimpleListFilter):
@@ -323,8 +229,19 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
         "thumbnail",
     ]
     list_display_links = ["short_id"]
-    list_filter = [UserIdFilter, "status", ModelNameFilter, ("error_code", FailureClassFilter), ExpiredFilter]
-    date_hierarchy = "submitted_at"
+    # Submission dates as Django's own date filter (today, the past 7 days,
+    # this month, this year): a range on submitted_at that its index serves,
+    # and no query to draw. Django's date_hierarchy would ask the database
+    # for the distinct years, months or days of every matching row on each
+    # page load (300 ms of a 350 ms page on 100,000 jobs in SQLite).
+    list_filter = [
+        UserIdFilter,
+        "status",
+        ModelNameFilter,
+        ("error_code", FailureClassFilter),
+        ("submitted_at", admin.DateFieldListFilter),
+        ExpiredFilter,
+    ]
     # An exact user_id (ids are exact), or a substring of the prompt.
     search_fields = ["user_id__exact", "prompt"]
     search_help_text = "An exact user_id, or words from the prompt."
@@ -365,8 +282,14 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [name for fieldset in self.fieldsets for name in fieldset[1]["fields"]]
 
-    def get_changelist(self, request, **kwargs):
-        return JobChangeList
+    def get_changelist_instance(self, request):
+        # A date no calendar has, in a hand-edited URL (?submitted_at__year=0),
+        # fails only when the list's query runs: answer it as Django answers
+        # any other bad lookup (the list, flagged ?e=1), not with a 500.
+        try:
+            return super().get_changelist_instance(request)
+        except (ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
     def has_add_permission(self, request) -> bool:
         return False

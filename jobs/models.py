@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import hmac
 import secrets
@@ -9,6 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connections, models, transaction
+from django.db.models import F
 from django.utils import timezone
 
 
@@ -36,6 +38,8 @@ class ErrorCode(models.TextChoices):
     ENCODE = "encode"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
+    # The broker refused the job's wake-up at submit or re-run.
+    ENQUEUE_FAILED = "enqueue_failed"
     INTERNAL = "internal"
 
 
@@ -276,6 +280,56 @@ class VideoGenerationJob(models.Model):
         record_transition(self, to)
         return True
 
+    # What a job sent back to pending starts again without: its last run's
+    # progress, worker, times and outcome, so that pending looks the same
+    # whichever way a job got there. Its parameters and seed stay, and so a
+    # re-run makes the same video.
+    REQUEUE_RESETS = {
+        "progress": 0,
+        "current_step": 0,
+        "worker": "",
+        "heartbeat_at": None,
+        "started_at": None,
+        "first_step_at": None,
+        "stepped_at": None,
+        "completed_at": None,
+        "error_code": "",
+        "error_message": "",
+        "run_info": {},
+    }
+
+    def requeue(self, *, from_: set[Status], where: models.Q | None = None, count_attempt: bool = True) -> bool:
+        """
+        Back to pending, as a transition (False when another process got there
+        first), with REQUEUE_RESETS and, when count_attempt, one more attempt.
+        The caller wakes a worker (jobs.services.job_enqueue) once it is committed.
+        """
+        # A copy: run_info's {} must not be shared between instances.
+        fields = copy.deepcopy(self.REQUEUE_RESETS)
+        # Back in the queue from now (jobs.estimates, jobs.recovery read it).
+        fields["queued_at"] = timezone.now()
+        if count_attempt:
+            fields["attempts"] = F("attempts") + 1
+        return self.transition(Status.PENDING, from_=from_, where=where, **fields)
+
+    def fail(
+        self, code: ErrorCode, message: str, *, from_: set[Status], where: models.Q | None = None, **fields
+    ) -> bool:
+        """
+        Fail the job with an error_code (what the admin and `rerun_failed_jobs`
+        filter on) and a message clients read, as a transition. `fields` are
+        recorded with it (the run's run_info).
+        """
+        return self.transition(
+            Status.FAILED,
+            from_=from_,
+            where=where,
+            error_code=code,
+            error_message=message,
+            completed_at=timezone.now(),
+            **fields,
+        )
+
     def set_progress(self, progress: int, **fields) -> bool:
         """
         Record progress while running. Returns False, writing nothing, once the
@@ -303,10 +357,6 @@ class VideoGenerationJob(models.Model):
         if self.status != Status.COMPLETED or days is None or self.completed_at is None:
             return None
         return self.completed_at + timedelta(days=days)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED
 
     @property
     def video_filename(self) -> str:

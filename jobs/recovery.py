@@ -1,5 +1,6 @@
 """
-Finding jobs whose worker died, and putting them back in the queue.
+Jobs whose worker died or is stopping: found, and requeued (or failed, after
+too many lost runs); and wake-ups that were lost, sent again.
 
 django-q2 re-delivers a task whose worker was killed only when its lock
 expires (hours, with our timeouts), and never counts the killed attempt; so
@@ -12,7 +13,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.deployment import queue_for_model
@@ -80,42 +81,39 @@ def lost_jobs():
 
 def job_recover(job: VideoGenerationJob) -> str | None:
     """
-    Requeue a lost job, or fail it as worker_lost once it has had
-    VIDEOGEN_MAX_ATTEMPTS runs: a job that kills its worker (the kernel's
-    out-of-memory killer, say) must not be retried forever. The update is
-    conditional on the job still being held by the same worker, so a worker
-    that was only slow, and a second reaper, change nothing.
+    A lost job: requeue() it, counting the lost run as an attempt, or fail()
+    it as worker_lost once it has had VIDEOGEN_MAX_ATTEMPTS runs: a job that
+    kills its worker (the kernel's out-of-memory killer, say) must not be
+    retried forever. Both are conditional on the job still being held by the
+    same worker, so a worker that was only slow, and a second reaper, change
+    nothing. Returns "requeued", "failed" or None.
     """
     still_lost = Q(worker=job.worker, heartbeat_at=job.heartbeat_at)
     if job.attempts >= settings.VIDEOGEN_MAX_ATTEMPTS:
-        failed = job.transition(
-            Status.FAILED,
+        failed = job.fail(
+            ErrorCode.WORKER_LOST,
+            f"The worker running this job stopped ({job.worker or 'unknown worker'}) on each of its "
+            f"{job.attempts} attempts; it was not retried again. If the parameters are large, the process "
+            "may have run out of memory.",
             from_={Status.RUNNING},
             where=still_lost,
-            error_code=ErrorCode.WORKER_LOST,
-            error_message=(
-                f"The worker running this job stopped ({job.worker or 'unknown worker'}) on each of its "
-                f"{job.attempts} attempts; it was not retried again. If the parameters are large, the process "
-                "may have run out of memory."
-            ),
-            completed_at=timezone.now(),
         )
         return "failed" if failed else None
-    requeued = job.transition(
-        Status.PENDING,
-        from_={Status.RUNNING},
-        where=still_lost,
-        attempts=F("attempts") + 1,
-        progress=0,
-        current_step=0,
-        worker="",
-        heartbeat_at=None,
-        started_at=None,
-    )
-    if not requeued:
+    if not job.requeue(from_={Status.RUNNING}, where=still_lost):
         return None
-    job_enqueue(job)
+    job_enqueue(job)  # at once: outside any transaction, the requeue is committed
     return "requeued"
+
+
+def job_hand_back(job: VideoGenerationJob) -> bool:
+    """
+    A running job whose worker is stopping (not failing): requeue() it
+    without counting the attempt, if it is still that worker's.
+    """
+    handed_back = job.requeue(from_={Status.RUNNING}, where=Q(worker=job.worker), count_attempt=False)
+    if handed_back:
+        job_enqueue(job)  # at once: outside any transaction, the requeue is committed
+    return handed_back
 
 
 # Pending work this old with no wake-up waiting in its queue gets one: a
@@ -123,7 +121,7 @@ def job_recover(job: VideoGenerationJob) -> str | None:
 WAKE_UP_SETTLE = 5.0
 
 
-def requeue_orphaned_pending_jobs() -> int:
+def resend_lost_wake_ups() -> int:
     """
     Top up lost wake-ups: for each queue with pending work that has waited
     WAKE_UP_SETTLE seconds and no wake-up waiting in the broker (one popped
@@ -156,7 +154,7 @@ def requeue_orphaned_pending_jobs() -> int:
 
 
 def reap_lost_jobs() -> dict[str, int]:
-    counts = {"requeued": 0, "failed": 0, "orphans requeued": requeue_orphaned_pending_jobs()}
+    counts = {"requeued": 0, "failed": 0, "wake-ups resent": resend_lost_wake_ups()}
     for job in lost_jobs():
         worker = job.worker
         outcome = job_recover(job)
@@ -166,23 +164,3 @@ def reap_lost_jobs() -> dict[str, int]:
                 "lost by worker %s: %s (attempt %d)", worker or "unknown", outcome, job.attempts, extra=log_fields(job)
             )
     return counts
-
-
-def job_hand_back(job: VideoGenerationJob) -> bool:
-    """
-    Return a running job to the queue because its worker is stopping, not
-    because it failed: the attempt is not counted.
-    """
-    handed_back = job.transition(
-        Status.PENDING,
-        from_={Status.RUNNING},
-        where=Q(worker=job.worker),
-        progress=0,
-        current_step=0,
-        worker="",
-        heartbeat_at=None,
-        started_at=None,
-    )
-    if handed_back:
-        job_enqueue(job)
-    return handed_back

@@ -7,14 +7,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 
 from jobs.deployment import queue_for_model, queue_timeout
 from jobs.files import delete_files
-from jobs.models import ACTIVE, Status, VideoGenerationJob
+from jobs.models import ACTIVE, ErrorCode, Status, VideoGenerationJob
 from jobs.metrics import record_submitted
 from videogen.logformat import log_fields
 
@@ -156,15 +155,11 @@ def job_enqueue(job: VideoGenerationJob) -> None:
         wake_up(queue_for_model(job.model_name), job=job)
     except Exception as exc:
         logger.exception("could not be queued", extra=log_fields(job))
-        job.transition(
-            Status.FAILED,
-            from_={Status.PENDING},
-            error_message=f"The job could not be queued: {exc}",
-            completed_at=timezone.now(),
-        )
+        job.fail(ErrorCode.ENQUEUE_FAILED, f"The job could not be queued: {exc}", from_={Status.PENDING})
     else:
         now = timezone.now()
-        # A new job's row already says so (job_create): no second write per submit.
+        # A new or requeued job's row already says so (job_create, requeue()):
+        # no second write for it; a wake-up the reaper resends does write.
         if job.queued_at is None or now - job.queued_at > timedelta(seconds=1):
             VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=now)
         logger.info("queued on model %s", job.model_name, extra=log_fields(job))
@@ -277,27 +272,17 @@ def job_delete(job: VideoGenerationJob) -> bool:
 
 def job_rerun(job: VideoGenerationJob) -> bool:
     """
-    Put a failed job back in the queue with its parameters (seed included),
-    counting one more attempt. A conditional update: when two callers race,
-    or the job is no longer failed, exactly one or neither succeeds, so a job
-    is never queued twice. False when it was not failed; raises
-    ActiveJobLimitReached when its user already has too many jobs waiting.
+    An operator's re-run of a failed job: requeue() it, counting one more
+    attempt, and wake a worker once that is committed. The requeue is a
+    conditional update, so when two callers race, or the job is no longer
+    failed, exactly one or neither succeeds, and a job is never queued twice.
+    False when it was not failed; raises ActiveJobLimitReached when its user
+    already has too many jobs waiting.
     """
     with transaction.atomic():
         _lock_user(job.user_id)
         check_active_limit(job.user_id)
-        requeued = job.transition(
-            Status.PENDING,
-            from_={Status.FAILED},
-            attempts=F("attempts") + 1,
-            progress=0,
-            error_message="",
-            error_code="",
-            started_at=None,
-            completed_at=None,
-            worker="",
-            heartbeat_at=None,
-        )
+        requeued = job.requeue(from_={Status.FAILED})
         if requeued:
             transaction.on_commit(lambda: job_enqueue(job))
     return requeued

@@ -50,6 +50,18 @@ def test_progress_is_written_while_denoising_but_not_once_per_step(make_job, set
     assert written == [7, 90]
 
 
+def test_a_worker_asked_to_stop_hands_its_job_back_pending_with_nothing_of_the_run_left(make_job, monkeypatch):
+    # What SIGTERM (or the qcluster's stop signal) sets in a worker process.
+    monkeypatch.setattr("generation.worker._shutdown_requested", True)
+    job = make_job(attempts=1)
+
+    generate_video(str(job.id), job.user_id)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.PENDING, 1)
+    assert {name: getattr(job, name) for name in job.REQUEUE_RESETS} == job.REQUEUE_RESETS
+
+
 def test_a_task_delivered_twice_runs_the_job_once(make_job, media_root, caplog):
     job = make_job()
     with caplog.at_level(logging.INFO, logger="generation"):

@@ -1,6 +1,9 @@
-from django.db.models import F
+from datetime import timedelta
 
-from jobs.models import Status, VideoGenerationJob
+from django.db.models import F
+from django.utils import timezone
+
+from jobs.models import ErrorCode, Status, VideoGenerationJob
 
 
 def test_for_user_returns_only_that_users_jobs(make_job):
@@ -51,6 +54,82 @@ def test_transition_evaluates_expressions_in_the_database(make_job):
     job.transition(Status.RUNNING, from_={Status.PENDING}, attempts=F("attempts") + 1)
 
     assert job.attempts == 3
+
+
+def a_failed_run(**fields) -> dict:
+    """A job's fields after a run that got somewhere and failed."""
+    ran = timezone.now() - timedelta(minutes=5)
+    return {
+        "status": Status.FAILED, "progress": 40, "current_step": 7, "worker": "gpu-1:4242 slot 0 cuda:0",
+        "heartbeat_at": ran, "started_at": ran, "first_step_at": ran, "stepped_at": ran, "completed_at": ran,
+        "error_code": ErrorCode.TIMEOUT, "error_message": "Generation timed out", "run_info": {"model": "tiny-random"},
+        **fields,
+    }
+
+
+def test_requeue_leaves_nothing_of_the_last_run_and_counts_an_attempt(make_job):
+    job = make_job(**a_failed_run(attempts=1))
+    asked = (job.seed, job.prompt, job.num_inference_steps)
+
+    assert job.requeue(from_={Status.FAILED})
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.progress, job.current_step, job.worker) == (Status.PENDING, 2, 0, 0, "")
+    assert (job.heartbeat_at, job.started_at, job.first_step_at, job.stepped_at, job.completed_at) == (None,) * 5
+    assert (job.error_code, job.error_message, job.run_info) == ("", "", {})
+    # What it was asked for stays, so it makes the same video.
+    assert (job.seed, job.prompt, job.num_inference_steps) == asked
+
+
+def test_requeue_can_leave_the_attempt_uncounted(make_job):
+    job = make_job(**a_failed_run(status=Status.RUNNING, attempts=1))
+
+    assert job.requeue(from_={Status.RUNNING}, count_attempt=False)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.current_step) == (Status.PENDING, 1, 0)
+
+
+def test_requeue_refuses_a_job_that_is_not_in_a_state_it_was_asked_from(make_job):
+    job = make_job(**a_failed_run(status=Status.COMPLETED))
+
+    assert not job.requeue(from_={Status.FAILED})
+
+    job.refresh_from_db()
+    assert (job.status, job.current_step) == (Status.COMPLETED, 7)
+
+
+def test_requeued_instances_do_not_share_their_run_info(make_job):
+    first, second = make_job(**a_failed_run()), make_job(**a_failed_run())
+    first.requeue(from_={Status.FAILED})
+    second.requeue(from_={Status.FAILED})
+
+    first.run_info["note"] = "mine"
+
+    assert second.run_info == {} and VideoGenerationJob.REQUEUE_RESETS["run_info"] == {}
+
+
+def test_fail_records_the_code_the_message_and_when(make_job):
+    job = make_job(status=Status.RUNNING)
+
+    assert job.fail(ErrorCode.ENCODE, "Generation failed while writing the video", from_={Status.RUNNING},
+                    run_info={"error_detail": "OSError: disk full"})
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.error_message) == (
+        Status.FAILED, "encode", "Generation failed while writing the video"
+    )
+    assert job.completed_at is not None
+    assert job.run_info == {"error_detail": "OSError: disk full"}
+
+
+def test_fail_refuses_a_job_another_process_finished_first(make_job):
+    job = make_job(status=Status.CANCELLED)
+
+    assert not job.fail(ErrorCode.INTERNAL, "boom", from_={Status.PENDING, Status.RUNNING})
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.CANCELLED, "")
 
 
 def test_progress_is_not_written_once_a_job_has_left_running(make_job):

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from jobs.models import Status
+from jobs.models import Status, VideoGenerationJob
 from jobs.recovery import job_hand_back, reap_lost_jobs, worker_is_gone, worker_name
 
 FAR_AWAY = "some-other-host:4242"
@@ -23,13 +23,22 @@ def stale(seconds: float = 3600):
     return timezone.now() - timedelta(seconds=seconds)
 
 
-def test_a_job_whose_heartbeat_stopped_is_queued_again_with_one_more_attempt(make_job):
-    job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=1, progress=50)
+def requeued_fields(job: VideoGenerationJob) -> dict:
+    """The job's fields that requeue() resets, to compare with what it resets them to."""
+    return {name: getattr(job, name) for name in VideoGenerationJob.REQUEUE_RESETS}
 
-    assert reap_lost_jobs() == {"requeued": 1, "failed": 0, "orphans requeued": 0}
+
+def test_a_job_whose_heartbeat_stopped_is_queued_again_with_one_more_attempt(make_job):
+    job = make_job(
+        status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=1, progress=50, current_step=1,
+        started_at=stale(), first_step_at=stale(), stepped_at=stale(),
+    )
+
+    assert reap_lost_jobs() == {"requeued": 1, "failed": 0, "wake-ups resent": 0}
 
     job.refresh_from_db()
     assert (job.status, job.attempts, job.progress, job.worker) == (Status.PENDING, 2, 0, "")
+    assert requeued_fields(job) == VideoGenerationJob.REQUEUE_RESETS
     [queued] = OrmQ.objects.all()
     assert queued.task["args"] == (str(job.id), job.user_id)
 
@@ -38,7 +47,7 @@ def test_a_job_that_lost_its_worker_on_every_attempt_fails_as_worker_lost(make_j
     settings.VIDEOGEN_MAX_ATTEMPTS = 2
     job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale(), attempts=2)
 
-    assert reap_lost_jobs() == {"requeued": 0, "failed": 1, "orphans requeued": 0}
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 1, "wake-ups resent": 0}
 
     job.refresh_from_db()
     assert (job.status, job.error_code) == (Status.FAILED, "worker_lost")
@@ -49,7 +58,7 @@ def test_a_job_that_lost_its_worker_on_every_attempt_fails_as_worker_lost(make_j
 def test_a_job_with_a_fresh_heartbeat_is_left_alone(make_job):
     job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=timezone.now())
 
-    assert reap_lost_jobs() == {"requeued": 0, "failed": 0, "orphans requeued": 0}
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 0, "wake-ups resent": 0}
 
     job.refresh_from_db()
     assert job.status == Status.RUNNING
@@ -90,7 +99,7 @@ def test_finished_and_pending_jobs_are_never_reaped(make_job):
     for status in (Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED):
         make_job(status=status, worker=FAR_AWAY, heartbeat_at=stale())
 
-    assert reap_lost_jobs() == {"requeued": 0, "failed": 0, "orphans requeued": 0}
+    assert reap_lost_jobs() == {"requeued": 0, "failed": 0, "wake-ups resent": 0}
 
 
 def test_worker_identity_is_host_and_pid(dead_pid):
@@ -100,21 +109,22 @@ def test_worker_identity_is_host_and_pid(dead_pid):
 
 
 def test_a_job_handed_back_by_a_stopping_worker_keeps_its_attempt_count(make_job):
-    job = make_job(status=Status.RUNNING, worker=worker_name(), attempts=1)
+    job = make_job(status=Status.RUNNING, worker=worker_name(), attempts=1, current_step=1, stepped_at=stale())
 
     assert job_hand_back(job)
 
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.PENDING, 1)
+    assert requeued_fields(job) == VideoGenerationJob.REQUEUE_RESETS
     assert OrmQ.objects.count() == 1
 
 
 def test_a_pending_job_whose_task_is_in_no_queue_is_queued_again(make_job):
-    from jobs.recovery import requeue_orphaned_pending_jobs
+    from jobs.recovery import resend_lost_wake_ups
 
     job = make_job(status=Status.PENDING, queued_at=stale())
 
-    assert requeue_orphaned_pending_jobs() == 1
+    assert resend_lost_wake_ups() == 1
 
     [queued] = OrmQ.objects.all()
     assert queued.task["args"] == (str(job.id), job.user_id)
@@ -123,23 +133,23 @@ def test_a_pending_job_whose_task_is_in_no_queue_is_queued_again(make_job):
 
 
 def test_a_pending_job_whose_task_waits_in_the_queue_is_left_alone(make_job):
-    from jobs.recovery import requeue_orphaned_pending_jobs
+    from jobs.recovery import resend_lost_wake_ups
     from jobs.services import job_enqueue
 
     job = make_job(status=Status.PENDING)
     job_enqueue(job)
     job.__class__.objects.filter(pk=job.pk).update(queued_at=stale())
 
-    assert requeue_orphaned_pending_jobs() == 0
+    assert resend_lost_wake_ups() == 0
     assert OrmQ.objects.count() == 1
 
 
 def test_a_job_queued_moments_ago_is_left_alone(make_job):
-    from jobs.recovery import requeue_orphaned_pending_jobs
+    from jobs.recovery import resend_lost_wake_ups
 
     make_job(status=Status.PENDING, queued_at=timezone.now())
 
-    assert requeue_orphaned_pending_jobs() == 0
+    assert resend_lost_wake_ups() == 0
 
 
 def test_on_redis_a_queue_with_a_wake_up_waiting_gets_no_other_and_an_empty_one_gets_one(make_job, monkeypatch):
@@ -147,7 +157,7 @@ def test_on_redis_a_queue_with_a_wake_up_waiting_gets_no_other_and_an_empty_one_
     from django_q.brokers.redis_broker import Redis
     from django_q.signing import SignedPackage
 
-    from jobs.recovery import requeue_orphaned_pending_jobs
+    from jobs.recovery import resend_lost_wake_ups
 
     broker = Redis(list_key=f"videogen-test-{timezone.now().timestamp()}")
     # Database 5: the one this project's tests may use on a shared server.
@@ -160,9 +170,9 @@ def test_on_redis_a_queue_with_a_wake_up_waiting_gets_no_other_and_an_empty_one_
     make_job(status=Status.PENDING, queued_at=stale())
     try:
         broker.enqueue(SignedPackage.dumps({"func": "generation.tasks.generate_video", "args": ()}))
-        assert requeue_orphaned_pending_jobs() == 0
+        assert resend_lost_wake_ups() == 0
 
         broker.delete_queue()
-        assert requeue_orphaned_pending_jobs() == 1
+        assert resend_lost_wake_ups() == 1
     finally:
         broker.delete_queue()

@@ -58,12 +58,15 @@ def statuses(*jobs: VideoGenerationJob) -> list[str]:
 
 
 def test_it_reruns_every_failed_job_once_with_one_more_attempt(rerun, make_failed):
-    jobs = [make_failed(attempts=1), make_failed(attempts=3)]
+    jobs = [make_failed(attempts=1, current_step=1, run_info={"model": "tiny-random"}), make_failed(attempts=3)]
 
     out, _ = rerun()
 
     assert statuses(*jobs) == [Status.PENDING, Status.PENDING]
     assert [VideoGenerationJob.objects.get(pk=job.pk).attempts for job in jobs] == [2, 4]
+    for job in jobs:
+        job.refresh_from_db()
+        assert {name: getattr(job, name) for name in job.REQUEUE_RESETS} == job.REQUEUE_RESETS
     assert queued_job_ids() == sorted(str(job.pk) for job in jobs)
     assert "Re-ran 2 jobs: pending again and queued." in out
 
@@ -152,6 +155,17 @@ def test_error_code_reruns_one_failure_class(rerun, make_failed):
     rerun("--error-code", "out_of_memory")
 
     assert statuses(oom, timeout) == [Status.PENDING, Status.FAILED]
+
+
+def test_error_code_reruns_jobs_the_broker_refused(rerun, make_job):
+    refused = make_job(status=Status.PENDING)
+    make_job(status=Status.FAILED, error_code=ErrorCode.INTERNAL)
+    refused.fail(ErrorCode.ENQUEUE_FAILED, "The job could not be queued: broker down", from_={Status.PENDING})
+
+    out, _ = rerun("--error-code", "enqueue_failed")
+
+    assert statuses(refused) == [Status.PENDING]
+    assert "Re-ran 1 job:" in out
 
 
 def test_error_contains_reruns_failures_whose_message_matches_in_any_case(rerun, make_failed):

@@ -1,7 +1,7 @@
 import pytest
 from django_q.models import OrmQ
 
-from jobs.models import Status
+from jobs.models import Status, VideoGenerationJob
 from jobs.services import job_cancel, job_rerun
 
 
@@ -40,6 +40,35 @@ def test_a_failed_job_reruns_with_one_more_attempt_and_is_queued(make_job, djang
     assert queued.task["args"] == (str(job.id), job.user_id)
 
 
+def test_a_rerun_job_waits_with_nothing_of_its_last_run_left(make_job, django_capture_on_commit_callbacks):
+    from tests.jobs.test_models import a_failed_run
+
+    job = make_job(**a_failed_run())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_rerun(job)
+
+    job.refresh_from_db()
+    assert {name: getattr(job, name) for name in VideoGenerationJob.REQUEUE_RESETS} == VideoGenerationJob.REQUEUE_RESETS
+
+
+def test_a_job_the_broker_refused_fails_as_enqueue_failed(make_job, monkeypatch):
+    from jobs.models import ErrorCode
+    from jobs.services import job_enqueue
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr("jobs.services.wake_up", refuse)
+    job = make_job(status=Status.PENDING)
+
+    job_enqueue(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, ErrorCode.ENQUEUE_FAILED)
+    assert job.error_message == "The job could not be queued: broker down"
+
+
 @pytest.mark.parametrize("status", [Status.PENDING, Status.RUNNING, Status.COMPLETED, Status.CANCELLED])
 def test_only_failed_jobs_rerun(make_job, status, django_capture_on_commit_callbacks):
     job = make_job(status=status)
@@ -51,8 +80,6 @@ def test_only_failed_jobs_rerun(make_job, status, django_capture_on_commit_callb
 
 
 def test_a_job_rerun_twice_from_stale_copies_is_queued_once(make_job, django_capture_on_commit_callbacks):
-    from jobs.models import VideoGenerationJob
-
     job = make_job(status=Status.FAILED)
     stale = VideoGenerationJob.objects.get(pk=job.pk)
 
