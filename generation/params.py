@@ -74,6 +74,16 @@ def bounds(spec: "ModelSpec") -> dict[str, dict]:
     }
 
 
+# Per ranged parameter, what a value above and below its bounds is told; the
+# API's fields refuse values outside the original API's ranges first, in DRF's words.
+RANGE_MESSAGES = (
+    ("num_frames", "makes at most {max} frames", "makes {min}-{max} frames"),
+    ("num_inference_steps", "takes at most {max} steps", "takes {min}-{max} steps"),
+    ("guidance_scale", "takes a guidance_scale of at most {max}", "takes a guidance_scale of at least {min}"),
+    ("fps", "plays at most {max} frames a second", "plays {min}-{max} frames a second"),
+)
+
+
 def param_errors(spec: "ModelSpec", params: GenerationParams) -> dict[str, list[str]]:
     """
     The bounds check, the API's (a 400 with these messages) and the engine's
@@ -81,38 +91,18 @@ def param_errors(spec: "ModelSpec", params: GenerationParams) -> dict[str, list[
     with why. Empty when all are within.
     """
     limits = bounds(spec)
-    name = spec.name
     errors: dict[str, list[str]] = {}
-
-    def outside(field: str, value) -> tuple[bool, bool]:
-        return value < limits[field]["min"], value > limits[field]["max"]
-
-    low, high = outside("num_frames", params.num_frames)
-    if high:
-        errors["num_frames"] = [f"Model {name} makes at most {limits['num_frames']['max']} frames."]
-    elif low:
-        errors["num_frames"] = [f"Model {name} makes {limits['num_frames']['min']}-{limits['num_frames']['max']} frames."]
-    low, high = outside("num_inference_steps", params.num_inference_steps)
-    if high:
-        errors["num_inference_steps"] = [f"Model {name} takes at most {limits['num_inference_steps']['max']} steps."]
-    elif low:
-        steps = limits["num_inference_steps"]
-        errors["num_inference_steps"] = [f"Model {name} takes {steps['min']}-{steps['max']} steps."]
-    low, high = outside("guidance_scale", params.guidance_scale)
-    if high:
-        errors["guidance_scale"] = [
-            f"Model {name} takes a guidance_scale of at most {limits['guidance_scale']['max']}."
-        ]
-    elif low:
-        errors["guidance_scale"] = [f"Model {name} takes a guidance_scale of at least {limits['guidance_scale']['min']}."]
+    for field, too_high, too_low in RANGE_MESSAGES:
+        value, limit = getattr(params, field), limits[field]
+        if not limit["min"] <= value <= limit["max"]:
+            message = too_high if value > limit["max"] else too_low
+            errors[field] = [f"Model {spec.name} {message.format(**limit)}."]
     for field in ("width", "height"):
         value, limit = getattr(params, field), limits[field]
         if not limit["min"] <= value <= limit["max"]:
-            errors[field] = [f"Model {name} needs a {field} between {limit['min']} and {limit['max']} pixels."]
+            errors[field] = [f"Model {spec.name} needs a {field} between {limit['min']} and {limit['max']} pixels."]
         elif value % limit["multiple_of"]:
-            errors[field] = [f"Model {name} needs a {field} that is a multiple of {limit['multiple_of']}."]
-    if not limits["fps"]["min"] <= params.fps <= limits["fps"]["max"]:
-        errors["fps"] = [f"fps must be {limits['fps']['min']}-{limits['fps']['max']}."]
+            errors[field] = [f"Model {spec.name} needs a {field} that is a multiple of {limit['multiple_of']}."]
     if params.seed is not None and not SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]:
         errors["seed"] = [f"seed must be {SEED_RANGE[0]}-{SEED_RANGE[1]}."]
     return errors
