@@ -12,7 +12,10 @@ TINY = get_spec("tiny-random")
 # Digests the code before GenerationParams gave these requests (the same
 # validated request, the same digest): Idempotency-Keys sent before keep matching.
 FINGERPRINTS = [
-    ({"user_id": "alice", "prompt": "a cat", "seed": 5}, "3e93384382877b4fdacef23db22f54bd1d47798538189cde9465652b162e7128"),
+    (
+        {"user_id": "alice", "prompt": "a cat", "seed": 5},
+        "3e93384382877b4fdacef23db22f54bd1d47798538189cde9465652b162e7128",
+    ),
     (
         {"user_id": "bob", "prompt": "a dog", "negative_prompt": "blur", "fps": 12, "num_frames": 9, "width": 64,
          "height": 48, "num_inference_steps": 3, "guidance_scale": 2.5},
