@@ -29,17 +29,13 @@ migrate: $(INSTALLED)
 # The API runs on gunicorn, as in docker/, never Django's development server
 # (which reads chunked bodies as empty and answers odd /static/ paths with a
 # 500); WhiteNoise serves the collected static files (admin, /api/v1/docs).
-# gthread workers: a request is mostly waiting (on the database, or on a slow
-# client reading a video), which threads do cheaply and without the eventlet
-# or gevent monkey-patching that Django's database layer would need; two
-# processes so that one busy with a long download never holds up the rest.
+# Its settings (threaded workers, processes per core, the access log) are in
+# videogen/gunicorn.py, with the measurements that chose them; docker/ and
+# the tests use the same file. VIDEOGEN_WEB_PROCESSES / _THREADS override.
 # The worker gets SIGTERM (it hands a running job back); gunicorn SIGINT, its
 # quick stop (a SIGTERM right after the terminal's SIGINT makes it wait out
-# --graceful-timeout). --no-control-socket: two servers on one machine would
-# share gunicorn's default socket path.
-GUNICORN := $(VENV)/bin/gunicorn videogen.wsgi:application --bind 127.0.0.1:$(PORT) \
-	--worker-class gthread --workers 2 --threads 4 --graceful-timeout 10 --no-control-socket \
-	--access-logfile - --logger-class videogen.gunicorn.Logger
+# --graceful-timeout).
+GUNICORN := $(VENV)/bin/gunicorn -c python:videogen.gunicorn --bind 127.0.0.1:$(PORT)
 
 run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0

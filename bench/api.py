@@ -1,6 +1,6 @@
 """
 HTTP throughput and latency of the API as served: gunicorn started as
-`make run` starts it (gthread, 2 workers x 4 threads, our logger), loaded with
+`make run` starts it (videogen/gunicorn.py: gthread, 2 processes per core x 2 threads, our logger), loaded with
 a fixed concurrency for a fixed time (in alternating rounds; medians), against a bare Django view on the same
 settings served the same way (bench/bare.py), run alongside as the baseline.
 
@@ -200,7 +200,7 @@ def _server(env: dict, extra: list[str], data_dir: str):
     from tests.server import gunicorn
 
     log = Path(data_dir) / "gunicorn.log"
-    with gunicorn(log, env | {"VIDEOGEN_DATA_DIR": data_dir}, workers=2,
+    with gunicorn(log, env | {"VIDEOGEN_DATA_DIR": data_dir}, workers=None,
                   args=["--access-logfile", "/dev/null", *extra]) as server:
         yield server.port
 

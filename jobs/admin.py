@@ -23,14 +23,20 @@ from django.utils.text import Truncator
 from generation.params import PARAM_NAMES
 from jobs.deployment import known_models
 from jobs.estimates import queue_standing
-from jobs.models import ApiKey, Status, UserWeight, VideoGenerationJob, WebhookAttempt, WebhookEvent
+from jobs.models import (
+    COUNT_CAP,
+    ApiKey,
+    Status,
+    UserWeight,
+    VideoGenerationJob,
+    WebhookAttempt,
+    WebhookEvent,
+    count_up_to,
+)
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
 from jobs.services import job_delete
 from jobs.webhooks import resend
 
-# Counting stops here: past it a list says "more than 10,000" instead of
-# scanning every matching row on every page load.
-COUNT_CAP = 10_000
 # An action re-runs or cancels jobs one conditional update at a time, inside
 # the request; more than this belongs to `manage.py rerun_failed_jobs`.
 ACTION_LIMIT = 1_000
@@ -66,10 +72,9 @@ class EstimatedCountPaginator(Paginator):
             if estimate > COUNT_CAP:
                 self.count_kind = "estimate"
                 return estimate
-        counted = queryset.order_by()[: COUNT_CAP + 1].count()
-        if counted > COUNT_CAP:
+        counted, exact = count_up_to(queryset, COUNT_CAP)
+        if not exact:
             self.count_kind = "at_least"
-            return COUNT_CAP
         return counted
 
 

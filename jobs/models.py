@@ -45,6 +45,17 @@ class ErrorCode(models.TextChoices):
     INTERNAL = "internal"
 
 
+# Lists count their rows up to this, never scanning a huge table on every
+# page: past it they say "at least" (the API's total_is_exact, the admin).
+COUNT_CAP = 10_000
+
+
+def count_up_to(queryset: models.QuerySet, cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """(rows, exact): the queryset's rows counted up to `cap`; past it (cap, False)."""
+    counted = queryset.order_by()[: cap + 1].count()
+    return min(counted, cap), counted <= cap
+
+
 class JobQuerySet(models.QuerySet):
     def for_user(self, user_id: str | None) -> "JobQuerySet":
         """

@@ -26,7 +26,7 @@ from jobs.exceptions import RETRY_SOON, ApiError, error_response
 from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
 from jobs.http import file_response
 from jobs.metrics import render
-from jobs.models import JobQuerySet, Status, VideoGenerationJob
+from jobs.models import JobQuerySet, Status, VideoGenerationJob, count_up_to
 from jobs.serializers import (
     USER_ID_MAX_LENGTH,
     GenerationRequest,
@@ -49,11 +49,6 @@ from jobs.services import (
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
-
-# Counting is bounded so the unfiltered list stays fast on a huge table; past
-# this, `total` is the cap and `total_is_exact` is false.
-TOTAL_COUNT_CAP = 10_000
-
 
 # The query parameters of the per-user endpoints (the file views take these too).
 USER_ID_PARAMS = frozenset({"user_id"})
@@ -176,9 +171,7 @@ class VideoCursorPagination(CursorPagination):
         return cursor
 
     def paginate_queryset(self, queryset, request, view=None):
-        counted = queryset.order_by()[: TOTAL_COUNT_CAP + 1].count()
-        self.total = min(counted, TOTAL_COUNT_CAP)
-        self.total_is_exact = counted <= TOTAL_COUNT_CAP
+        self.total, self.total_is_exact = count_up_to(queryset)
         return super().paginate_queryset(queryset, request, view)
 
     def get_paginated_response(self, data):

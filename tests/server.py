@@ -109,18 +109,16 @@ def make_run(tmp_path: Path) -> Iterator[Server]:
         stop_group(process, signal.SIGINT, timeout=60)
 
 
-# gunicorn as `make run` and docker/ start it (gthread workers, our logger).
-GUNICORN_ARGS = [
-    "videogen.wsgi:application", "--worker-class", "gthread", "--threads", "4",
-    "--graceful-timeout", "5", "--no-control-socket", "--access-logfile", "-",
-    "--logger-class", "videogen.gunicorn.Logger",
-]
+# gunicorn as `make run` and docker/ start it (videogen/gunicorn.py), stopping sooner.
+GUNICORN_ARGS = ["-c", "python:videogen.gunicorn", "--graceful-timeout", "5"]
 
 
 @contextlib.contextmanager
-def gunicorn(log_path: Path, env: dict[str, str], *, workers: int = 2, args: list[str] = ()) -> Iterator[Server]:
+def gunicorn(
+    log_path: Path, env: dict[str, str], *, workers: int | None = 2, args: list[str] = ()
+) -> Iterator[Server]:
     """
-    A real gunicorn with `workers` processes on a free port, its environment
+    A real gunicorn with `workers` processes (None: videogen/gunicorn.py's) on a free port, its environment
     this process's plus `env` (point DATABASE_URL at the test database:
     tests.cluster.test_database_url()). Stopped with SIGTERM on exit.
     """
@@ -128,7 +126,8 @@ def gunicorn(log_path: Path, env: dict[str, str], *, workers: int = 2, args: lis
     venv = Path(sys.prefix)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [str(venv / "bin" / "gunicorn"), *GUNICORN_ARGS, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *args],
+            [str(venv / "bin" / "gunicorn"), *GUNICORN_ARGS, "--bind", f"127.0.0.1:{port}",
+             *(["--workers", str(workers)] if workers else []), *args],
             cwd=settings.BASE_DIR, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(process, port, log_path)

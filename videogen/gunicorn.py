@@ -1,6 +1,30 @@
-"""gunicorn's logger for `make run` and docker/: an access log that cannot be written into."""
+"""
+How the API is served, in one place: gunicorn reads this module as its
+configuration (`gunicorn -c python:videogen.gunicorn`) for `make run`,
+docker/, the tests and bench/. Also its logger: an access log that cannot
+be written into.
+
+The choice, measured with bench/api.py on a 2-core box (bench/RESULTS.md,
+hot paths): threaded workers (gthread), two processes per core, two threads
+each. Sync workers answered status polls a little faster, but a sync
+process is held whole by one slow client (a video download) and overlaps
+no database waits: submits, which wait for their commit to reach the disk,
+ran at half the rate. More threads per process bought nothing (the GIL);
+more processes per core, nothing either. No ASGI server: every view is
+synchronous Django, which under ASGI would pay a thread hop per request.
+"""
 
 import os
+
+wsgi_app = "videogen.wsgi:application"
+worker_class = "gthread"
+workers = int(os.environ.get("VIDEOGEN_WEB_PROCESSES") or 2 * (os.cpu_count() or 1))
+threads = int(os.environ.get("VIDEOGEN_WEB_THREADS") or 2)
+graceful_timeout = 10
+accesslog = "-"
+logger_class = "videogen.gunicorn.Logger"
+# Two servers on one machine (tests, bench/) would share gunicorn's default control socket.
+control_socket_disable = True
 
 from gunicorn import glogging
 
@@ -9,6 +33,9 @@ from videogen.logformat import JsonFormatter
 
 def printable(value: str) -> str:
     """Control characters as \\xNN escapes, so a request cannot forge log lines or drive a terminal."""
+    if value.isprintable():
+        # Nearly every value: one C-level scan, not a Python loop per character.
+        return value
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in value)
 
 
