@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.utils.module_loading import import_string
 
+from generation.params import GenerationParams, param_errors
 from generation.registry import MemoryPlan, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -52,18 +53,6 @@ class Cancelled(Exception):
         super().__init__(f"cancelled after step {step} of {total}")
         self.step = step
         self.total = total
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    prompt: str
-    negative_prompt: str
-    width: int
-    height: int
-    num_frames: int
-    num_inference_steps: int
-    guidance_scale: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -249,19 +238,13 @@ def compile_transformer(transformer) -> None:
 
 
 def check_params(spec: ModelSpec, params: GenerationParams) -> None:
-    """The engine's own guard, for callers that did not validate (the API does)."""
-    problems = []
-    for name, value, maximum in (("width", params.width, spec.max_width), ("height", params.height, spec.max_height)):
-        if not spec.min_size <= value <= maximum or value % spec.size_multiple:
-            problems.append(
-                f"{name} {value} must be {spec.min_size}-{maximum} and a multiple of {spec.size_multiple}"
-            )
-    if not 1 <= params.num_frames <= spec.max_frames:
-        problems.append(f"num_frames {params.num_frames} must be 1-{spec.max_frames}")
-    if not 1 <= params.num_inference_steps <= spec.max_steps:
-        problems.append(f"num_inference_steps {params.num_inference_steps} must be 1-{spec.max_steps}")
-    if problems:
-        raise InvalidParams(f"model {spec.name}: " + "; ".join(problems))
+    """The engine's own guard, for callers that did not validate: the API's check (generation/params.py)."""
+    errors = param_errors(spec, params)
+    if errors:
+        raise InvalidParams(
+            f"model {spec.name}: "
+            + "; ".join(f"{name} {getattr(params, name)}: {' '.join(messages)}" for name, messages in errors.items())
+        )
 
 
 def generate_frames(

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from generation.params import bounds, defaults
+
 CACHE_METHODS = ("first_block_cache", "taylorseer_cache")
 
 
@@ -177,22 +179,8 @@ class ModelSpec:
             "name": self.name,
             "description": self.description,
             "pipeline": self.pipeline_class,
-            "defaults": {
-                "width": self.width,
-                "height": self.height,
-                "num_frames": self.num_frames,
-                "num_inference_steps": self.num_inference_steps,
-                "guidance_scale": self.guidance_scale,
-                "fps": self.fps,
-            },
-            "bounds": {
-                "width": {"min": self.min_size, "max": self.max_width, "multiple_of": self.size_multiple},
-                "height": {"min": self.min_size, "max": self.max_height, "multiple_of": self.size_multiple},
-                "num_frames": {"min": 1, "max": self.max_frames},
-                "num_inference_steps": {"min": 1, "max": self.max_steps},
-                "guidance_scale": {"min": 0.1, "max": self.max_guidance_scale},
-                "fps": {"min": 1, "max": 60},
-            },
+            "defaults": defaults(self),
+            "bounds": bounds(self),
         }
 
 

@@ -22,7 +22,6 @@ from django.utils import timezone
 from generation.encoding import EncodingError, encode_mp4, write_poster, write_preview
 from generation.pipelines import (
     Cancelled,
-    GenerationParams,
     InvalidParams,
     LoadOptions,
     ModelLoadError,
@@ -217,16 +216,7 @@ def _run_claimed(job: VideoGenerationJob, log: JobLog, started: float) -> None:
         run_info = {**describe_run(spec, options), "device": current_slot().device, "slot": current_slot().index}
         frames = generate_frames(
             spec,
-            GenerationParams(
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                width=job.width,
-                height=job.height,
-                num_frames=job.num_frames,
-                num_inference_steps=job.num_inference_steps,
-                guidance_scale=job.guidance_scale,
-                seed=job.seed,
-            ),
+            job.params,
             options=options,
             on_step=ProgressWriter(job, settings.VIDEOGEN_PROGRESS_INTERVAL),
         )

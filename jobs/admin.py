@@ -20,6 +20,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from generation.params import PARAM_NAMES
 from jobs.deployment import known_models
 from jobs.estimates import queue_standing
 from jobs.models import (
@@ -40,6 +41,8 @@ from jobs.webhooks import resend
 # the request; more than this belongs to `manage.py rerun_failed_jobs`.
 ACTION_LIMIT = 1_000
 PROMPT_EXCERPT_CHARS = 60
+# The job page shows the model and the prompts in their own places, the other generation parameters together.
+PARAMETER_FIELDS = [name for name in PARAM_NAMES if name not in {"prompt", "negative_prompt", "model_name"}]
 
 STATUS_COLOURS = {
     Status.PENDING: "#6c757d",
@@ -266,10 +269,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
             {"fields": ["id", "user_id", "status_badge", "progress_bar", "current_step", "attempts", "model_name"]},
         ),
         ("Prompt", {"fields": ["prompt", "negative_prompt"]}),
-        (
-            "Parameters",
-            {"fields": ["fps", "num_frames", "width", "height", "num_inference_steps", "guidance_scale", "seed"]},
-        ),
+        ("Parameters", {"fields": PARAMETER_FIELDS}),
         ("Timestamps", {"fields": ["submitted_at", "started_at", "completed_at", "run_time", "expires_at",
                                    "expired_at"]}),
         ("Webhook", {"fields": ["webhook_url", "webhook_events"]}),

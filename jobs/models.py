@@ -13,6 +13,8 @@ from django.db import connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from generation.params import GenerationParams
+
 
 class Status(models.TextChoices):
     PENDING = "pending"
@@ -149,6 +151,7 @@ class VideoGenerationJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user_id = models.CharField(max_length=100)
 
+    # The generation parameters: the fields of generation.params.GenerationParams.
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True, default="")
     model_name = models.CharField(max_length=100)
@@ -252,6 +255,11 @@ class VideoGenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.user_id}, {self.status})"
+
+    @property
+    def params(self) -> GenerationParams:
+        """What the job makes, as the engine takes it: its columns of GenerationParams' names."""
+        return GenerationParams.of(self)
 
     def transition(self, to: Status, *, from_: set[Status], where: models.Q | None = None, **fields) -> bool:
         """

@@ -12,17 +12,22 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from generation.params import (
+    FPS_RANGE,
+    FRAMES_RANGE,
+    GUIDANCE_RANGE,
+    SEED_RANGE,
+    STEPS_RANGE,
+    GenerationParams,
+    PARAM_NAMES,
+    defaults,
+    param_errors,
+)
 from jobs.deployment import served_models
 from jobs.estimates import estimated_completion_at, queue_standing
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_STATUSES, ErrorCode, Status, VideoGenerationJob
 from jobs.webhooks import RefusedURL, check_url
 
-# The original API's bounds; a model's own bounds may be tighter.
-FPS_RANGE = (1, 60)
-STEPS_RANGE = (1, 200)
-FRAMES_RANGE = (1, 200)
-GUIDANCE_RANGE = (0.1, 20.0)
-SEED_MAX = 2**63 - 1
 USER_ID_MAX_LENGTH = 100
 MAX_WEBHOOK_URL_LENGTH = 2000
 WEBHOOK_EVENT_CHOICES = [status.value for status in WEBHOOK_STATUSES]
@@ -113,7 +118,9 @@ class GenerationRequest(serializers.Serializer):
     guidance_scale = StrictFloatField(
         required=False, min_value=GUIDANCE_RANGE[0], max_value=GUIDANCE_RANGE[1]
     )
-    seed = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=SEED_MAX)
+    seed = StrictIntegerField(
+        required=False, allow_null=True, default=None, min_value=SEED_RANGE[0], max_value=SEED_RANGE[1]
+    )
     num_videos_per_prompt = StrictIntegerField(required=False, default=1, min_value=1)
     webhook_url = StrictCharField(
         required=False,
@@ -158,31 +165,24 @@ class GenerationRequest(serializers.Serializer):
         models = served_models()
         data.setdefault("model", settings.VIDEOGEN_DEFAULT_MODEL)
         spec = models[data["model"]]
-        for name in ("width", "height", "num_frames", "num_inference_steps", "guidance_scale", "fps"):
-            data.setdefault(name, getattr(spec, name))
+        for name, value in defaults(spec).items():
+            data.setdefault(name, value)
         errors: dict[str, list[str]] = {}
         if "webhook_url" in data:
             data.setdefault("webhook_events", list(DEFAULT_WEBHOOK_EVENTS))
         elif "webhook_events" in data:
             errors["webhook_events"] = ["webhook_events needs a webhook_url to send them to."]
-
-        if data["num_frames"] > spec.max_frames:
-            errors["num_frames"] = [f"Model {spec.name} makes at most {spec.max_frames} frames."]
-        if data["num_inference_steps"] > spec.max_steps:
-            errors["num_inference_steps"] = [f"Model {spec.name} takes at most {spec.max_steps} steps."]
-        if data["guidance_scale"] > spec.max_guidance_scale:
-            errors["guidance_scale"] = [f"Model {spec.name} takes a guidance_scale of at most {spec.max_guidance_scale}."]
-        for name, maximum in (("width", spec.max_width), ("height", spec.max_height)):
-            value = data[name]
-            if not spec.min_size <= value <= maximum:
-                errors[name] = [f"Model {spec.name} needs a {name} between {spec.min_size} and {maximum} pixels."]
-            elif value % spec.size_multiple:
-                errors[name] = [f"Model {spec.name} needs a {name} that is a multiple of {spec.size_multiple}."]
+        errors.update(param_errors(spec, generation_params(data)))
         if not errors:
             errors = memory_errors(spec, data)
         if errors:
             raise serializers.ValidationError(errors)
         return data
+
+
+def generation_params(data: dict) -> GenerationParams:
+    """A validated request's parameters; the API's `model` is the job's model_name."""
+    return GenerationParams(**{name: data["model" if name == "model_name" else name] for name in PARAM_NAMES})
 
 
 def memory_errors(spec, data: dict) -> dict[str, list[str]]:

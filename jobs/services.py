@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -11,6 +12,7 @@ from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 
+from generation.params import GenerationParams
 from jobs.deployment import queue_for_model, queue_timeout
 from jobs.files import delete_files
 from jobs.models import ACTIVE, ErrorCode, Status, VideoGenerationJob
@@ -20,7 +22,7 @@ from videogen.logformat import log_fields
 logger = logging.getLogger(__name__)
 
 # Seeds are drawn below 2**32 so they also fit generators that take 32 bits.
-SEED_RANGE = 2**32
+DRAWN_SEEDS = 2**32
 
 
 class ActiveJobLimitReached(Exception):
@@ -64,29 +66,23 @@ def check_active_limit(user_id: str) -> None:
 def job_create(
     *,
     user_id: str,
-    prompt: str,
-    model_name: str,
-    fps: int,
-    num_frames: int,
-    width: int,
-    height: int,
-    num_inference_steps: int,
-    guidance_scale: float,
-    seed: int | None = None,
-    negative_prompt: str = "",
+    params: GenerationParams,
     idempotency_key: str | None = None,
     fingerprint: str = "",
     webhook_url: str = "",
     webhook_events: list[str] | None = None,
 ) -> tuple[VideoGenerationJob, bool]:
     """
-    Record a job and queue its generation once the row is committed. Returns
+    Record a job with these parameters (a seed drawn when they have none)
+    and queue its generation once the row is committed. Returns
     (job, created): with an idempotency_key that this user already sent
     within VIDEOGEN_IDEMPOTENCY_TTL_HOURS, the job it created and False.
     Raises IdempotencyKeyReused when that key came with another request
     (another fingerprint), ActiveJobLimitReached when the user has too many
     jobs waiting or running.
     """
+    if params.seed is None:
+        params = dataclasses.replace(params, seed=secrets.randbelow(DRAWN_SEEDS))
     # Twice at most: the second time after a racing request with the same key
     # committed first, or after an expired key was released.
     for _ in range(2):
@@ -103,16 +99,7 @@ def job_create(
                 now = timezone.now()
                 job = VideoGenerationJob.objects.create(
                     user_id=user_id,
-                    prompt=prompt,
-                    negative_prompt=negative_prompt,
-                    model_name=model_name,
-                    fps=fps,
-                    num_frames=num_frames,
-                    width=width,
-                    height=height,
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale,
-                    seed=secrets.randbelow(SEED_RANGE) if seed is None else seed,
+                    **params.as_dict(),
                     idempotency_key=idempotency_key,
                     request_fingerprint=fingerprint,
                     webhook_url=webhook_url,

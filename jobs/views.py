@@ -34,6 +34,7 @@ from jobs.serializers import (
     JobStatusSerializer,
     SubmissionSerializer,
     VideoInfo,
+    generation_params,
     has_control_characters,
 )
 from jobs.services import (
@@ -325,16 +326,7 @@ class JobViewSet(viewsets.GenericViewSet):
         try:
             job, created = job_create(
                 user_id=data["user_id"],
-                prompt=data["prompt"],
-                negative_prompt=data["negative_prompt"],
-                model_name=data["model"],
-                fps=data["fps"],
-                num_frames=data["num_frames"],
-                width=data["width"],
-                height=data["height"],
-                num_inference_steps=data["num_inference_steps"],
-                guidance_scale=data["guidance_scale"],
-                seed=data["seed"],
+                params=generation_params(data),
                 idempotency_key=key,
                 fingerprint=request_fingerprint(data) if key else "",
                 webhook_url=data.get("webhook_url", ""),
