@@ -115,9 +115,12 @@ def clear_jobs() -> None:
 
 
 def submit(user_id: str, **fields):
+    from generation.params import GenerationParams
     from jobs.services import job_create
 
-    job, _ = job_create(user_id=user_id, prompt="a fox in the snow", model_name="tiny-random", **{**JOB, **fields})
+    params = GenerationParams(prompt="a fox in the snow", negative_prompt="", seed=None, model_name="tiny-random",
+                              **{**JOB, **fields})
+    job, _ = job_create(user_id=user_id, params=params)
     return job
 
 

@@ -63,6 +63,7 @@ def main() -> int:
     from django.conf import settings
     from django.core.management import call_command
 
+    from generation.params import GenerationParams
     from jobs.models import FINISHED, VideoGenerationJob
     from jobs.services import job_create
     from tests.receiver import running_receiver
@@ -82,8 +83,9 @@ def main() -> int:
         """One job per entry of urls (None: no webhook), submitted in that order; waits for all."""
         jobs = []
         for index, url in enumerate(urls):
-            job, _ = job_create(user_id=f"bench-{label}-{index % 10}", prompt="a lighthouse at night",
-                                model_name="tiny-random", seed=index, **JOB,
+            params = GenerationParams(prompt="a lighthouse at night", negative_prompt="", seed=index,
+                                      model_name="tiny-random", **JOB)
+            job, _ = job_create(user_id=f"bench-{label}-{index % 10}", params=params,
                                 webhook_url=url or "", webhook_events=["completed"] if url else None)
             jobs.append(job)
         deadline = time.monotonic() + 60 * 30
