@@ -3,7 +3,7 @@
 import datetime
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -14,25 +14,6 @@ from jobs import admin as jobs_admin
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 
 CHANGELIST = "/admin/jobs/videogenerationjob/"
-
-
-@pytest.fixture
-def operator(db) -> User:
-    """Staff with the two permissions an operator needs, not a superuser."""
-    user = User.objects.create_user("operator", password="secret", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="jobs",
-            codename__in=["view_videogenerationjob", "change_videogenerationjob"],
-        )
-    )
-    return user
-
-
-@pytest.fixture
-def staff_client(client, operator):
-    client.force_login(operator)
-    return client
 
 
 def listed(response) -> list:
