@@ -1,7 +1,10 @@
 """
 Settings for videogen.
 
-Everything is read from the environment once, here. With nothing set, the
+The service's configuration is read from the environment once, here; only
+what must be known before Django starts is read elsewhere: the web server's
+processes and log format (videogen/gunicorn.py) and a worker's GPU
+(generation/devices.py, before torch loads). With nothing set, the
 service runs embedded: SQLite and django-q2's ORM broker under ./var, the
 `tiny-random` model, so a fresh clone works with no server. The README lists
 every variable.
