@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.jobs.test_admin import CHANGELIST, operator, staff_client  # noqa: F401 (fixtures)
+from tests.jobs.test_admin import CHANGELIST
 
 
 @pytest.mark.parametrize(
