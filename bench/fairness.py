@@ -116,7 +116,7 @@ def clear_jobs() -> None:
 
 def submit(user_id: str, **fields):
     from generation.params import GenerationParams
-    from jobs.services import job_create
+    from jobs.lifecycle import job_create
 
     params = GenerationParams(prompt="a fox in the snow", negative_prompt="", seed=None, model_name="tiny-random",
                               **{**JOB, **fields})

@@ -61,7 +61,7 @@ def setup_django() -> None:
 
 def submit(index: int, job: dict):
     from jobs.models import VideoGenerationJob
-    from jobs.services import job_enqueue
+    from jobs.lifecycle import job_enqueue
 
     row = VideoGenerationJob.objects.create(
         user_id=f"scale-{index % 5}", prompt=f"scale {index}", model_name="tiny-random", seed=index,

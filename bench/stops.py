@@ -62,7 +62,7 @@ def main() -> int:
     from django.core.management import call_command
 
     from jobs.models import Status, VideoGenerationJob
-    from jobs.services import job_cancel, job_enqueue
+    from jobs.lifecycle import job_cancel, job_enqueue
 
     call_command("migrate", "--noinput", verbosity=0)
     env = {

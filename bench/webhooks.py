@@ -65,7 +65,7 @@ def main() -> int:
 
     from generation.params import GenerationParams
     from jobs.models import FINISHED, VideoGenerationJob
-    from jobs.services import job_create
+    from jobs.lifecycle import job_create
     from tests.receiver import running_receiver
 
     call_command("migrate", "--noinput", verbosity=0)

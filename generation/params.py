@@ -35,7 +35,7 @@ class GenerationParams:
     num_frames: int
     num_inference_steps: int
     guidance_scale: float
-    # None: the job draws one when it is created (jobs/services.py).
+    # None: the job draws one when it is created (jobs/lifecycle.py).
     seed: int | None
     # Last and with defaults, so the engine's callers that hold a spec and
     # keep the frames (tests, bench/) may leave them out.

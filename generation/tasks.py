@@ -2,7 +2,7 @@
 
 import logging
 
-from generation.services import job_run_next
+from generation.runner import job_run_next
 from generation.worker import worker_queue
 from videogen.logformat import log_fields
 

@@ -34,7 +34,7 @@ from jobs.models import (
     count_up_to,
 )
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
-from jobs.services import job_delete
+from jobs.lifecycle import job_delete
 from jobs.webhooks import resend
 
 # An action re-runs or cancels jobs one conditional update at a time, inside
@@ -280,7 +280,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
 
     inlines = [WebhookEventInline]
 
-    # Jobs are made by the API and change only through their services:
+    # Jobs are made by the API and change only through jobs/lifecycle.py:
     # nothing on the job page is editable, and nothing is added here. A
     # delete goes through job_delete, as DELETE /job does: the job is
     # cancelled if active, and its files go with it.

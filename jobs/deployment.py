@@ -11,7 +11,7 @@ look-ups. A test that changes one of those settings gets fresh answers
 (setting_changed, below).
 
 It lives in `jobs`, the app that accepts, routes and times jobs: the engine
-knows nothing of it, and the adapter (generation/services.py) already
+knows nothing of it, and the adapter (generation/runner.py) already
 depends on `jobs`.
 """
 

@@ -119,7 +119,7 @@ def record_transition(job, to: str) -> None:
 
 def record_worker_host(workers: int | None) -> None:
     """From a qcluster parent: its live workers; None when it stops (its row goes)."""
-    # Late: jobs.recovery imports jobs.services, which imports this module.
+    # Late: jobs.recovery imports jobs.lifecycle, which imports this module.
     from jobs.recovery import worker_name
 
     cluster = worker_name()

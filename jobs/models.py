@@ -321,7 +321,7 @@ class VideoGenerationJob(models.Model):
         """
         Back to pending, as a transition (False when another process got there
         first), with REQUEUE_RESETS and, when count_attempt, one more attempt.
-        The caller wakes a worker (jobs.services.job_enqueue) once it is committed.
+        The caller wakes a worker (jobs.lifecycle.job_enqueue) once it is committed.
         """
         # A copy: run_info's {} must not be shared between instances.
         fields = copy.deepcopy(self.REQUEUE_RESETS)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs.deployment import queue_for_model
 from jobs.models import ErrorCode, Status, VideoGenerationJob
-from jobs.services import job_enqueue
+from jobs.lifecycle import job_enqueue
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from jobs.serializers import (
     generation_params,
     has_control_characters,
 )
-from jobs.services import (
+from jobs.lifecycle import (
     ActiveJobLimitReached,
     IdempotencyKeyReused,
     broker as queue_broker,

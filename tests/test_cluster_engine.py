@@ -8,7 +8,7 @@ run: tests/generation/test_engine.py.
 import pytest
 
 from jobs.models import Status
-from jobs.services import job_enqueue
+from jobs.lifecycle import job_enqueue
 from tests.cluster import running_qcluster, wait_until_finished
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.services import job_enqueue
+from jobs.lifecycle import job_enqueue
 from tests.cluster import running_qcluster, wait_for, wait_until_finished
 from tests.processes import wait_until
 

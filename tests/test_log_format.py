@@ -65,6 +65,6 @@ def test_json_format_writes_one_object_per_line_with_the_job_fields_from_a_real_
                for entry in entries)
     queued = [entry for entry in entries if entry["job_id"] == job_id]
     assert queued and queued[0]["user_id"] == "carol" and queued[0]["model"] == "tiny-random"
-    assert queued[0]["logger"] == "jobs.services" and queued[0]["message"] == "queued on model tiny-random"
+    assert queued[0]["logger"] == "jobs.lifecycle" and queued[0]["message"] == "queued on model tiny-random"
     assert any(entry["logger"] == "gunicorn.access" and "/api/v1/generate" in entry["message"] for entry in entries)
     assert not any(char in line for line in lines for char in "\x1b\r")

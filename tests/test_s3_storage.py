@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generation.encoding import encode_mp4, write_poster, write_preview
-from generation.services import StorageWriteError, _store_outputs
+from generation.runner import StorageWriteError, _store_outputs
 from jobs.models import Status, VideoGenerationJob
 from tests.cluster import running_qcluster, wait_for, wait_until_finished
 from tests.conftest import FAST_JOB, gradient_frames

@@ -5,7 +5,7 @@ its first try landed. The files are then the job's and must stay.
 
 from django.db import OperationalError
 
-from generation import services
+from generation import runner
 from generation.tasks import generate_video
 from jobs.models import Status, VideoGenerationJob
 from tests.decode import decode_mp4
@@ -27,7 +27,7 @@ def test_a_completed_write_that_landed_before_the_connection_dropped_keeps_the_v
         return done
 
     monkeypatch.setattr(VideoGenerationJob, "transition", lands_then_loses_the_answer)
-    monkeypatch.setattr(services.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(runner.time, "sleep", lambda seconds: None)
 
     generate_video(str(job.id), job.user_id)
 
@@ -41,13 +41,13 @@ def test_a_completed_write_that_landed_before_the_connection_dropped_keeps_the_v
 
 def test_a_job_cancelled_while_encoding_still_keeps_no_video(make_job, media_root, monkeypatch):
     job = make_job()
-    store = services._store_outputs
+    store = runner._store_outputs
 
     def cancel_then_store(job_, frames):
         VideoGenerationJob.objects.filter(pk=job_.pk).update(status=Status.CANCELLED)
         return store(job_, frames)
 
-    monkeypatch.setattr(services, "_store_outputs", cancel_then_store)
+    monkeypatch.setattr(runner, "_store_outputs", cancel_then_store)
 
     generate_video(str(job.id), job.user_id)
 

@@ -150,7 +150,7 @@ def test_every_log_line_of_a_generation_carries_job_and_user(make_job, caplog):
         generate_video(str(job.id), job.user_id)
 
     # The adapter's lines (the engine, generation.pipelines, knows nothing of jobs).
-    records = [record for record in caplog.records if record.name in ("generation.tasks", "generation.services")]
+    records = [record for record in caplog.records if record.name in ("generation.tasks", "generation.runner")]
     text, as_json = TextFormatter(), JsonFormatter()
     assert len(records) >= 3
     assert all(f'job={job.id} user_id="carol" ' in text.format(record) for record in records)
@@ -159,7 +159,7 @@ def test_every_log_line_of_a_generation_carries_job_and_user(make_job, caplog):
         == {"job_id": str(job.id), "user_id": "carol"}
         for record in records
     )
-    assert {json.loads(as_json.format(record))["model"] for record in records if record.name == "generation.services"} == {
+    assert {json.loads(as_json.format(record))["model"] for record in records if record.name == "generation.runner"} == {
         "tiny-random"
     }
 

@@ -145,7 +145,7 @@ def test_a_wake_up_may_run_as_long_as_the_slowest_model_of_its_queue(models_file
 def test_the_queued_task_carries_the_models_time_limit(make_job, models_file):
     from django_q.models import OrmQ
 
-    from jobs.services import job_enqueue
+    from jobs.lifecycle import job_enqueue
 
     models_file({"tiny-random": {"timeout": 45}})
 

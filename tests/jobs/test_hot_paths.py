@@ -178,7 +178,7 @@ def test_submits_share_one_redis_connection(api, db, django_capture_on_commit_ca
 
 
 def test_after_the_jobs_commit_the_wake_up_and_the_count_do_not_wait_for_the_disk(transactional_db, settings):
-    from jobs.services import commits_unflushed
+    from jobs.lifecycle import commits_unflushed
 
     if connection.vendor != "postgresql":
         pytest.skip("synchronous_commit is PostgreSQL's")

@@ -134,7 +134,7 @@ def test_a_pending_job_whose_task_is_in_no_queue_is_queued_again(make_job):
 
 def test_a_pending_job_whose_task_waits_in_the_queue_is_left_alone(make_job):
     from jobs.recovery import resend_lost_wake_ups
-    from jobs.services import job_enqueue
+    from jobs.lifecycle import job_enqueue
 
     job = make_job(status=Status.PENDING)
     job_enqueue(job)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs import webhooks
 from jobs.models import Status, WebhookEvent
-from jobs.services import job_cancel
+from jobs.lifecycle import job_cancel
 from tests.receiver import SECRET, event_types, running_receiver
 
 SUBMIT = {"user_id": "alice", "prompt": "a cat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2}

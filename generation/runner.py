@@ -37,7 +37,7 @@ from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.metrics import record_gpu_memory
 from jobs.queue import job_claim_next, pending_for
 from jobs.recovery import job_hand_back, worker_name
-from jobs.services import wake_up
+from jobs.lifecycle import wake_up
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
