@@ -21,6 +21,14 @@ Bearer token). The load comes from wrk when it is installed (apt-get install
 wrk), else from a Python client with as many keep-alive connections. Prints
 requests/s, p50 and p99 latency, and each row's throughput as a ratio of the
 bare view's and of the same path with auth none.
+
+Also the CPU each request cost the server's processes ("app") and, on
+PostgreSQL, the database's backends ("db"), in microseconds, read from
+/proc around each round; "bare/cpu" is the bare view's CPU per request over
+the row's. On a shared 2-core box req/s swings by tens of percent between
+rounds with the neighbours' load, CPU per request much less: it is the
+steadier measure of what a request costs. --query-floor adds the bare
+view with one `SELECT 1` (a database round trip and nothing else).
 """
 
 import argparse
@@ -62,6 +70,7 @@ def main() -> None:
                         help="also POST /generate (auth none), with the ORM broker and, with --redis, with Redis")
     parser.add_argument("--redis", default="", help="a Redis URL for the --post row on Redis, e.g. redis://127.0.0.1:6379/12")
     parser.add_argument("--health", action="store_true", help="also GET /api/v1/health")
+    parser.add_argument("--query-floor", action="store_true", help="also the bare view with one SELECT 1 (/bare-query)")
     args = parser.parse_args()
     paths = args.path or DEFAULT_PATHS
     modes = args.auth or ["none", "api_key"]
@@ -84,7 +93,10 @@ def main() -> None:
         }
         connection.close()
         client = "wrk" if shutil.which("wrk") and not args.python_client else "python"
-        scenarios = [("bare view", "-", "/bare", {}, server_env | {"DJANGO_SETTINGS_MODULE": "bench.bare"})]
+        bare_env = server_env | {"DJANGO_SETTINGS_MODULE": "bench.bare"}
+        scenarios = [("bare view", "-", "/bare", {}, bare_env)]
+        if args.query_floor:
+            scenarios.append(("bare view + SELECT 1", "-", "/bare-query", {}, bare_env))
         for mode in modes:
             for template in paths:
                 headers = {}
@@ -105,16 +117,24 @@ def main() -> None:
         # that a busy neighbour on a shared machine slows every row alike;
         # each figure is the median of the rounds.
         runs: dict[int, list[dict]] = {index: [] for index in range(len(scenarios))}
+        database = connection.settings_dict["NAME"] if connection.vendor == "postgresql" else None
         with contextlib.ExitStack() as stack:
-            ports = {}
+            servers = {}
             for label, mode, path, headers, env in scenarios:
-                if _server_key(env) not in ports:
-                    ports[_server_key(env)] = stack.enter_context(_server(env, args.server_arg, data_dir))
+                if _server_key(env) not in servers:
+                    servers[_server_key(env)] = stack.enter_context(_server(env, args.server_arg, data_dir))
             for _ in range(args.rounds):
                 for index, (label, mode, path, headers, env) in enumerate(scenarios):
-                    runs[index].append(_load(client, ports[_server_key(env)], path, headers, args))
+                    port, group = servers[_server_key(env)]
+                    before = _cpu_seconds(group, database)
+                    figures = _load(client, port, path, headers, args)
+                    after = _cpu_seconds(group, database)
+                    figures["app_us"] = (after[0] - before[0]) / figures["requests"] * 1e6
+                    figures["db_us"] = (after[1] - before[1]) / figures["requests"] * 1e6 if database else 0.0
+                    runs[index].append(figures)
         results = [
-            (label, mode, {name: statistics.median(run[name] for run in runs[index]) for name in ("rps", "p50", "p99")})
+            (label, mode, {name: statistics.median(run[name] for run in runs[index])
+                           for name in ("rps", "p50", "p99", "app_us", "db_us")})
             for index, (label, mode, *_rest) in enumerate(scenarios)
         ]
     finally:
@@ -123,15 +143,19 @@ def main() -> None:
     print(f"{connection.vendor}, {args.connections} connections, {args.rounds} rounds of {args.duration:g} s, load from {client}, "
           f"gunicorn {' '.join(args.server_arg) or '(make run options)'}, {os.cpu_count()} cores")
     bare = results[0][2]["rps"]
+    bare_cpu = results[0][2]["app_us"] + results[0][2]["db_us"]
     by_path_none = {_without_user_id(path): figures["rps"] for path, mode, figures in results if mode == "none"}
-    print(f"{'path':52} {'auth':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ bare':>7} {'/ none':>7} {'/ orig':>7}")
+    print(f"{'path':52} {'auth':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ bare':>7} {'/ none':>7} {'/ orig':>7}"
+          f" {'app us':>7} {'db us':>7} {'bare/cpu':>8}")
     for path, mode, figures in results:
         none = by_path_none.get(_without_user_id(path))
         vs_none = f"{figures['rps'] / none:7.2f}" if none and mode != "-" else f"{'':7}"
         original = next((share for prefix, share in ORIGINAL_SHARE_OF_BARE.items() if path.startswith(prefix)), None)
         vs_original = f"{figures['rps'] / bare / original:7.2f}" if original else f"{'':7}"
+        cpu = figures["app_us"] + figures["db_us"]
         print(f"{path[:52]:52} {mode:8} {figures['rps']:8.0f} {figures['p50']:8.2f} {figures['p99']:8.2f} "
-              f"{figures['rps'] / bare:7.2f} {vs_none} {vs_original}")
+              f"{figures['rps'] / bare:7.2f} {vs_none} {vs_original} {figures['app_us']:7.0f} {figures['db_us']:7.0f}"
+              f" {bare_cpu / cpu if cpu else 0:8.2f}")
     print("/ orig: this row's share of the bare view against the original FastAPI service's share of its bare view, "
           "both as issue 13 measured them on this machine (the original's code is not in this repository).")
 
@@ -202,7 +226,38 @@ def _server(env: dict, extra: list[str], data_dir: str):
     log = Path(data_dir) / "gunicorn.log"
     with gunicorn(log, env | {"VIDEOGEN_DATA_DIR": data_dir}, workers=None,
                   args=["--access-logfile", "/dev/null", *extra]) as server:
-        yield server.port
+        # gunicorn runs in a session of its own: its process group is its pid.
+        yield server.port, server.process.pid
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(group: int, database: str | None) -> tuple[float, float]:
+    """CPU seconds used so far by a process group's processes and by the PostgreSQL backends serving `database`."""
+    backends = set()
+    if database:
+        import psycopg
+
+        from django.db import connection
+
+        params = {**connection.get_connection_params(), "dbname": "postgres"}
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        with psycopg.connect(**params, autocommit=True) as admin:
+            backends = {pid for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database])}
+    app = db = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(stat.parent.name)
+            # After "(comm)": state, ppid, pgrp, ... utime and stime are the 12th and 13th.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            if int(fields[2]) == group:
+                app += seconds
+            elif pid in backends:
+                db += seconds
+    return app, db
 
 
 def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
@@ -231,6 +286,7 @@ def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
         if "Non-2xx" in out:
             raise SystemExit(f"errors under load on {path}:\n{out}")
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                "requests": int(re.search(r"(\d+) requests in", out).group(1)),
                 "p50": _wrk_ms(out, "50%"), "p99": _wrk_ms(out, "99%")}
     return _python_load(port, path, headers, args.connections, args.duration, method, body)
 
@@ -279,7 +335,8 @@ def _python_load(port: int, path: str, headers: dict, connections: int, duration
     if errors:
         raise SystemExit(f"{len(errors)} errors under load on {path}: {sorted(set(errors))}")
     ordered = sorted(latencies)
-    return {"rps": len(ordered) / (time.monotonic() - started), "p50": statistics.median(ordered) * 1000,
+    return {"rps": len(ordered) / (time.monotonic() - started), "requests": len(ordered),
+            "p50": statistics.median(ordered) * 1000,
             "p99": ordered[int(0.99 * (len(ordered) - 1))] * 1000}
 
 
