@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs.deployment import queue_for_model
 from jobs.models import ErrorCode, Status, VideoGenerationJob
-from jobs.lifecycle import job_enqueue
+from jobs.lifecycle import broker, job_enqueue
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -129,8 +129,6 @@ def resend_lost_wake_ups() -> int:
     empty), send one. Any wake-up drains the queue, so one is enough; a
     spare one finds nothing and returns. Returns how many were sent.
     """
-    from django_q.brokers import get_broker
-
     settle = timezone.now() - timedelta(seconds=WAKE_UP_SETTLE)
     # NULL: rows from before queued_at existed (or whose enqueue never ran).
     waiting = (
@@ -146,7 +144,7 @@ def resend_lost_wake_ups() -> int:
             oldest_by_queue[queue] = job
     sent = 0
     for queue, job in oldest_by_queue.items():
-        if get_broker(queue).queue_size() == 0:
+        if broker(queue).queue_size() == 0:
             logger.warning("queue %s has pending work and no wake-up waiting: sent one", queue or "default")
             job_enqueue(job)
             sent += 1

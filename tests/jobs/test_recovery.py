@@ -166,7 +166,7 @@ def test_on_redis_a_queue_with_a_wake_up_waiting_gets_no_other_and_an_empty_one_
         broker.connection.ping()
     except redis.exceptions.ConnectionError:
         pytest.skip("no Redis server on 127.0.0.1:6379")
-    monkeypatch.setattr("django_q.brokers.get_broker", lambda list_key=None: broker)
+    monkeypatch.setattr("jobs.recovery.broker", lambda queue: broker)
     make_job(status=Status.PENDING, queued_at=stale())
     try:
         broker.enqueue(SignedPackage.dumps({"func": "generation.tasks.generate_video", "args": ()}))
