@@ -1,4 +1,3 @@
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -7,9 +6,10 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, router, transaction
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
+from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
 from generation.params import GenerationParams
@@ -108,8 +108,19 @@ def job_create(
                     # In the queue from its commit on (the wake-up follows it).
                     queued_at=now,
                 )
-                # A worker must never pick up a task for a row it cannot see yet.
-                transaction.on_commit(lambda: job_submitted(job))
+                queue = queue_for_model(job.model_name)
+                if wakes_up_with_the_job(queue):
+                    # django-q2's ORM broker: the wake-up is a row in this
+                    # database, written in this transaction. It commits with
+                    # the job or not at all, so no worker sees it first, and
+                    # needs no commit of its own (bench/RESULTS.md, hot
+                    # paths). If it cannot be written, the submit fails:
+                    # nothing was accepted.
+                    wake_up(queue, job=job)
+                    transaction.on_commit(lambda: job_submitted(job, woken=True))
+                else:
+                    # A worker must never pick up a task for a row it cannot see yet.
+                    transaction.on_commit(lambda: job_submitted(job))
             return job, True
         except IntegrityError:
             # The unique (user_id, idempotency_key) constraint is what keeps a
@@ -149,47 +160,33 @@ def job_enqueue(job: VideoGenerationJob) -> None:
         # no second write for it; a wake-up the reaper resends does write.
         if job.queued_at is None or now - job.queued_at > timedelta(seconds=1):
             VideoGenerationJob.objects.filter(pk=job.pk).update(queued_at=now)
-        logger.info("queued on model %s", job.model_name, extra=log_fields(job))
+        _log_queued(job)
 
 
-def job_submitted(job: VideoGenerationJob) -> None:
+def _log_queued(job: VideoGenerationJob) -> None:
+    logger.info("queued on model %s", job.model_name, extra=log_fields(job))
+
+
+def job_submitted(job: VideoGenerationJob, *, woken: bool = False) -> None:
     """
-    After a new job's row is committed: queue it, and count it for the
-    metrics. The job's own commit waited for the disk; these two writes
-    need not (see commits_unflushed).
+    After a new job's row is committed: queue it (unless its wake-up
+    committed with it, `woken`), and count it for the metrics, a count a
+    server crash may lose without harm, so its commit does not wait for the
+    disk (jobs.metrics).
     """
-    with commits_unflushed():
+    if woken:
+        _log_queued(job)
+    else:
         job_enqueue(job)
-        record_submitted(job.model_name)
+    record_submitted(job.model_name)
 
 
-@contextlib.contextmanager
-def commits_unflushed():
+def wakes_up_with_the_job(queue: str | None) -> bool:
     """
-    On PostgreSQL, autocommitted writes inside do not wait for the WAL to
-    reach the disk (synchronous_commit off for the session meanwhile). For
-    writes a server crash may lose without harm: a wake-up (the reaper sends
-    another for pending work that has none) and a metric count. Here each
-    durable commit waited ~5 ms for the disk, and a submit made three
-    (bench/RESULTS.md, hot paths); the job's row stays durable before the
-    202. Inside a transaction it changes nothing (that commit is the
-    caller's).
+    Whether this queue's wake-ups are rows in the jobs' own database
+    (django-q2's ORM broker), which a job's transaction can write with it.
     """
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit TO OFF")
-    try:
-        yield
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("RESET synchronous_commit")
-        except Exception:
-            # Never leave a connection whose later commits skip the disk.
-            connection.close()
-            raise
+    return isinstance(broker(queue), ORM) and Conf.ORM == router.db_for_write(VideoGenerationJob)
 
 
 def wake_up(queue: str | None, *, job: VideoGenerationJob | None = None) -> None:

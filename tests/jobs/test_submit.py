@@ -1,9 +1,16 @@
 import json
+import threading
 
 import pytest
+from django.db import connection, transaction
 from django_q.models import OrmQ
 
+from generation.params import GenerationParams
+from jobs.lifecycle import job_create
 from jobs.models import Status, VideoGenerationJob
+
+PARAMS = {"prompt": "a cat", "negative_prompt": "", "model_name": "tiny-random", "width": 64, "height": 64,
+          "num_frames": 9, "num_inference_steps": 2, "guidance_scale": 4.5, "seed": 1, "fps": 24}
 
 SEED_EXAMPLE = {"user_id": "user123", "prompt": "A beautiful sunset over mountains", "fps": 24}
 
@@ -30,12 +37,41 @@ def test_it_queues_one_task_once_the_row_is_committed(submit):
     assert queued.task["args"] == (response.json()["job_id"], "user123")
 
 
-def test_nothing_is_queued_when_the_transaction_does_not_commit(api, db, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        api.post("/api/v1/generate", SEED_EXAMPLE, format="json")
+class RolledBack(Exception):
+    pass
 
-    assert len(callbacks) == 1
-    assert OrmQ.objects.count() == 0
+
+def test_nothing_is_queued_when_the_transaction_does_not_commit(db):
+    with pytest.raises(RolledBack), transaction.atomic():
+        job_create(user_id="alice", params=GenerationParams(**PARAMS))
+        raise RolledBack
+
+    assert (VideoGenerationJob.objects.count(), OrmQ.objects.count()) == (0, 0)
+
+
+def seen_from_another_connection() -> tuple[int, int]:
+    """(jobs, queued wake-ups) as a worker would see them: from another thread, so another connection."""
+    seen = []
+
+    def look():
+        try:
+            seen.append((VideoGenerationJob.objects.count(), OrmQ.objects.count()))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_a_worker_sees_the_wake_up_only_with_the_committed_job(transactional_db):
+    with transaction.atomic():
+        job_create(user_id="alice", params=GenerationParams(**PARAMS))
+        before_commit = seen_from_another_connection()
+
+    assert before_commit == (0, 0)
+    assert seen_from_another_connection() == (1, 1)
 
 
 def test_defaults_are_the_originals_and_the_models(submit):
