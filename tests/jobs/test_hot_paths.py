@@ -150,7 +150,8 @@ def test_a_submit_is_a_lock_a_count_an_insert_a_wake_up_and_a_count_for_the_metr
         *([] if settings.REDIS_URL else ["INSERT django_q_ormq"]),
         "INSERT videogen_metric_series",
     ]
-    # (Outside a test's transaction, on PostgreSQL, the last two are
+    # (The ORM broker's wake-up is written in the job's own transaction;
+    # outside a test's transaction, on PostgreSQL, the metric count is
     # committed without waiting for the disk: tested below.)
     # Savepoints: the test's own transaction around the request's (outside a
     # test, a BEGIN and a COMMIT, which are not captured).
