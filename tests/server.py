@@ -85,7 +85,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def make_run(tmp_path: Path) -> Iterator[Server]:
+def make_run(tmp_path: Path, *, stop_signal: int = signal.SIGINT) -> Iterator[Server]:
+    """`make run` on a free port; stopped on exit as Ctrl-C stops it, or with stop_signal."""
     port = free_port()
     venv = Path(sys.prefix)
     env = {
@@ -106,7 +107,7 @@ def make_run(tmp_path: Path) -> Iterator[Server]:
         server.wait_until_up("make run", healthy_only=True)
         yield server
     finally:
-        stop_group(process, signal.SIGINT, timeout=60)
+        stop_group(process, stop_signal, timeout=60)
 
 
 # gunicorn as `make run` and docker/ start it (videogen/gunicorn.py), stopping sooner.

@@ -51,6 +51,12 @@ def test_fuzzing_finds_no_server_error_and_no_response_outside_the_schema(live_s
             "--seed", "20261125",
             "--request-timeout", "30",
             "--no-color",
+            # A new connection per request. Django's test server sends a
+            # response's head and body in separate small packets, and on a
+            # kept-alive connection Nagle's algorithm holds the body back until
+            # the client's delayed ACK: 40 ms a request, 36 s instead of 6 s
+            # for the same 628 cases.
+            "--header", "Connection: close",
         ],
         capture_output=True,
         text=True,

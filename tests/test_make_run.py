@@ -20,7 +20,12 @@ LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with make_run(tmp_path_factory.mktemp("make-run")) as running:
+    # Killed at the end, not stopped: how Ctrl-C stops it is
+    # test_ctrl_c_stops_the_api_and_the_worker_together's, on a server of its
+    # own. After a job has run, a gunicorn worker sometimes outlives the
+    # group's SIGINT, and gunicorn waits its graceful_timeout (10 s) before
+    # killing it: time this cleanup need not spend.
+    with make_run(tmp_path_factory.mktemp("make-run"), stop_signal=signal.SIGKILL) as running:
         yield running
 
 

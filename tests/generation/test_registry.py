@@ -11,6 +11,12 @@ def test_it_ships_the_real_models_and_their_tiny_twins():
     assert get_spec("wan2.1-t2v-1.3b").pipeline_class == get_spec("tiny-random-wan").pipeline_class == "WanPipeline"
 
 
+# 5 and 49 are already of the form: kept as they are, not rounded past.
+@pytest.mark.parametrize("asked, generated", [(1, 1), (2, 5), (5, 5), (6, 9), (36, 37), (49, 49)])
+def test_cogvideox_frame_counts_round_up_to_4k_plus_1(asked, generated):
+    assert get_spec("cogvideox-2b").valid_frame_count(asked) == generated
+
+
 @pytest.mark.parametrize("asked, generated", [(1, 1), (2, 5), (36, 37), (80, 81), (81, 81)])
 def test_wan_frame_counts_round_up_to_4k_plus_1(asked, generated):
     assert get_spec("wan2.1-t2v-1.3b").valid_frame_count(asked) == generated
