@@ -129,8 +129,8 @@ def main() -> None:
                     before = _cpu_seconds(group, database)
                     figures = _load(client, port, path, headers, args)
                     after = _cpu_seconds(group, database)
-                    figures["app_us"] = (after[0] - before[0]) / figures["requests"] * 1e6
-                    figures["db_us"] = (after[1] - before[1]) / figures["requests"] * 1e6 if database else 0.0
+                    figures["app_us"] = _cpu_between(before["app"], after["app"]) / figures["requests"] * 1e6
+                    figures["db_us"] = _cpu_between(before["db"], after["db"]) / figures["requests"] * 1e6
                     runs[index].append(figures)
         results = [
             (label, mode, {name: statistics.median(run[name] for run in runs[index])
@@ -233,8 +233,12 @@ def _server(env: dict, extra: list[str], data_dir: str):
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(group: int, database: str | None) -> tuple[float, float]:
-    """CPU seconds used so far by a process group's processes and by the PostgreSQL backends serving `database`."""
+def _cpu_seconds(group: int, database: str | None) -> dict[str, dict[int, float]]:
+    """
+    CPU seconds used so far by each process of a process group ("app") and
+    each PostgreSQL backend serving `database` ("db"), by pid: a backend
+    may close (a connection past its age) or open between two readings.
+    """
     backends = set()
     if database:
         import psycopg
@@ -246,7 +250,7 @@ def _cpu_seconds(group: int, database: str | None) -> tuple[float, float]:
         params.pop("context", None)
         with psycopg.connect(**params, autocommit=True) as admin:
             backends = {pid for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database])}
-    app = db = 0.0
+    used: dict[str, dict[int, float]] = {"app": {}, "db": {}}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError):
             pid = int(stat.parent.name)
@@ -254,10 +258,15 @@ def _cpu_seconds(group: int, database: str | None) -> tuple[float, float]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
             if int(fields[2]) == group:
-                app += seconds
+                used["app"][pid] = seconds
             elif pid in backends:
-                db += seconds
-    return app, db
+                used["db"][pid] = seconds
+    return used
+
+
+def _cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """What the processes alive at the end used since `before` (all of it for those started since)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
