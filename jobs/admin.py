@@ -12,6 +12,7 @@ import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import quote
 from django.core.paginator import Paginator
 from django.db import connection
 from django.urls import reverse
@@ -181,7 +182,10 @@ class WebhookEventInline(admin.TabularInline):
 
     @admin.display(description="event")
     def event_link(self, event: WebhookEvent) -> str:
-        return format_html('<a href="{}">{}</a>', reverse("admin:jobs_webhookevent_change", args=[event.pk]), event.pk)
+        # quote(): the admin reads "_22", "_40" ... in a URL's pk as escapes, and
+        # an event id is "msg_" and hex digits.
+        url = reverse("admin:jobs_webhookevent_change", args=[quote(event.pk)])
+        return format_html('<a href="{}">{}</a>', url, event.pk)
 
 
 class WebhookAttemptInline(admin.TabularInline):
