@@ -19,6 +19,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 # Several seconds of denoising on the tiny model: long enough to kill it mid-way.
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150}
+# For a stop, which a worker acts on at its next step: steps slow enough
+# (~0.1 s each here) that the signal always lands with steps still to come.
+# LONG_JOB's 150 steps took under a second on an idle box, so a stop sent
+# once it ran could land in the decode, and the job rightly completed.
+STOPPABLE_JOB = {"width": 256, "height": 256, "num_frames": 9, "num_inference_steps": 150}
 
 
 def submit(make_job, **fields) -> VideoGenerationJob:
@@ -79,7 +84,7 @@ class TestWorkersKilledMidJob:
 
 def test_sigterm_hands_the_running_job_back_and_another_cluster_finishes_it(make_job, tmp_path, media_root):
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        job = submit(make_job)
+        job = submit(make_job, **STOPPABLE_JOB)
         running_worker_pid(job, cluster, after_step=3)
         cluster.process.send_signal(signal.SIGTERM)
         # A bound for a hung stop only: that it stopped at a step, not at the
@@ -116,7 +121,7 @@ def test_a_second_stop_signal_does_not_hang_the_cluster(make_job, tmp_path, medi
     # Ctrl-C in a terminal, then the process manager's SIGTERM: django-q2's
     # own handler would re-enter its stop and can deadlock.
     with running_qcluster(tmp_path / "q.log", media_root) as cluster:
-        job = submit(make_job)
+        job = submit(make_job, **STOPPABLE_JOB)
         running_worker_pid(job, cluster)
         for _ in range(3):
             cluster.process.send_signal(signal.SIGINT)
@@ -125,3 +130,4 @@ def test_a_second_stop_signal_does_not_hang_the_cluster(make_job, tmp_path, medi
 
     job.refresh_from_db()
     assert job.status == Status.PENDING
+    assert re.search(r"handed back after step \d+ of 150", cluster.log)
