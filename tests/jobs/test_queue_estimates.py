@@ -86,38 +86,35 @@ def test_with_history_and_live_workers_starts_are_estimated_from_the_median(api,
     assert abs((second_start - first_start).total_seconds() - 10) < 0.5
 
 
-def test_work_arriving_from_a_user_who_used_less_stretches_a_wait(api, make_job, history):
-    # "history" submitted three 10 s jobs over the last 210 s: 30 s of work
-    # per 210 s, and has used 30 s. alice has used 100 s: history's next
-    # jobs will go before hers, taking 1/7 of the one worker.
-    history(10)
-    # On another model, so that its run leaves tiny-random's history alone.
-    make_job(user_id="alice", model_name="tiny-random-wan", status=Status.COMPLETED, submitted_at=ago(1000), started_at=ago(900),
-             first_step_at=ago(899), stepped_at=ago(803), completed_at=ago(800), current_step=2)
+def alices_second_job_waits(api, make_job) -> float:
+    """Seconds between the estimated starts of two jobs alice submits now, one worker alive."""
     cluster_beat("host:1", None, 1)
     first = make_job(user_id="alice", submitted_at=ago(20))
     second = make_job(user_id="alice", submitted_at=ago(10))
+    starts = [at(standing(api, job)["estimated_start_at"]) for job in (first, second)]
+    return (starts[1] - starts[0]).total_seconds()
 
-    first_start = at(standing(api, first)["estimated_start_at"])
-    second_start = at(standing(api, second)["estimated_start_at"])
+
+def test_work_arriving_from_a_user_who_used_less_stretches_a_wait(api, make_job, history):
+    # "history" submitted three 10 s jobs over the last 210 s: 30 s of work
+    # per 210 s, and has used 30 s. alice has used 100 s (on another model,
+    # so that its run leaves tiny-random's history alone): history's next
+    # jobs will go before hers, taking 1/7 of the one worker.
+    history(10)
+    make_job(user_id="alice", model_name="tiny-random-wan", status=Status.COMPLETED, submitted_at=ago(1000),
+             started_at=ago(900), first_step_at=ago(899), stepped_at=ago(803), completed_at=ago(800), current_step=2)
 
     # The first waits for nothing; the second for the first (10 s) and what arrives meanwhile.
-    assert abs((second_start - first_start).total_seconds() - 10 / (1 - 30 / 210)) < 0.5
+    assert abs(alices_second_job_waits(api, make_job) - 10 / (1 - 30 / 210)) < 0.5
 
 
 def test_work_arriving_from_a_user_who_used_more_does_not(api, make_job, history):
-    history(10)
-    make_job(user_id="bob", model_name="tiny-random-wan", status=Status.COMPLETED, submitted_at=ago(100), started_at=ago(99),
-             first_step_at=ago(98), stepped_at=ago(2), completed_at=ago(1), current_step=2)
-    cluster_beat("host:1", None, 1)
-    first = make_job(user_id="alice", submitted_at=ago(20))
-    second = make_job(user_id="alice", submitted_at=ago(10))
-
-    first_start = at(standing(api, first)["estimated_start_at"])
-    second_start = at(standing(api, second)["estimated_start_at"])
-
     # bob (98 s used) and history (30 s) have both used more than alice (none): they go after her.
-    assert abs((second_start - first_start).total_seconds() - 10) < 0.5
+    history(10)
+    make_job(user_id="bob", model_name="tiny-random-wan", status=Status.COMPLETED, submitted_at=ago(100),
+             started_at=ago(99), first_step_at=ago(98), stepped_at=ago(2), completed_at=ago(1), current_step=2)
+
+    assert abs(alices_second_job_waits(api, make_job) - 10) < 0.5
 
 
 def test_two_live_workers_start_the_first_two_jobs_at_once(api, make_job, history):
