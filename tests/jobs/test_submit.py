@@ -277,3 +277,22 @@ def test_the_trailing_slash_is_optional(api, db):
     response = api.post("/api/v1/generate/", SEED_EXAMPLE, format="json")
 
     assert response.status_code == 202
+
+
+def test_a_submit_whose_wake_up_cannot_be_written_is_refused_whole(api, db, monkeypatch, settings):
+    from django.db import OperationalError
+
+    if settings.REDIS_URL:
+        pytest.skip("the ORM broker's (with Redis, a refused wake-up fails the job: test_lifecycle)")
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    # The ORM broker's wake-up is written in the job's transaction: no job
+    # without it, and the client is told to retry, not given a job id.
+    monkeypatch.setattr("jobs.lifecycle.wake_up", refuse)
+    response = api.post("/api/v1/generate", SEED_EXAMPLE, format="json")
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert (VideoGenerationJob.objects.count(), OrmQ.objects.count()) == (0, 0)
