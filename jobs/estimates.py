@@ -30,10 +30,10 @@ the last ARRIVAL_WINDOW, in estimated seconds per second) stands in for
 what they will submit next: a job waits for the work ahead of it in the
 replayed order and for the arrivals of every user who has used less than
 its own user (who would go first), spread over the workers, so its wait is
-the replay's divided by (1 - that share of the workers). Measured on
-bench/fairness.py's random arrivals: without it 70 of 80 estimates were
-early (median error 44%), with it 48 of 80 (35%): what is left is which
-arrivals come, which no estimate can know (bench/RESULTS.md).
+the replay's divided by (1 - that share of the workers). Measured with
+bench/fairness.py's random arrivals on an idle box: median error 45% before
+(68 of 80 estimates early), 35% with it; what is left is which arrivals
+come, which no estimate can know (bench/RESULTS.md).
 
 Live workers per queue come from the qcluster parents' beats
 (ClusterBeat). Without history, or with no live worker, an estimate is
@@ -154,11 +154,17 @@ class History:
     tail_unit: float | None
 
     def duration(self, frames: int, width: int, height: int, steps: int) -> float | None:
-        if self.head is None or self.tail_unit is None or (self.step_unit is None and steps > 1):
+        units = frame_pixels(frames, width, height)
+        return self.work(1, units, units * max(steps - 1, 0))
+
+    def work(self, jobs: float, frame_pixels_sum: float, step_frame_pixels_sum: float) -> float | None:
+        """
+        Seconds for `jobs` runs of these frame x pixel totals (and, for the
+        steps after each first, step_frame_pixels_sum); None when unknown.
+        """
+        if self.head is None or self.tail_unit is None or (self.step_unit is None and step_frame_pixels_sum > 0):
             return None
-        return self.head + self.tail(frames, width, height) + (
-            (self.step_unit or 0.0) * frame_pixels(frames, width, height) * max(steps - 1, 0)
-        )
+        return jobs * self.head + self.tail_unit * frame_pixels_sum + (self.step_unit or 0.0) * step_frame_pixels_sum
 
     def tail(self, frames: int, width: int, height: int) -> float | None:
         return None if self.tail_unit is None else self.tail_unit * frame_pixels(frames, width, height)
@@ -242,12 +248,9 @@ def arrival_rates(queue: str | None, now: datetime, histories: dict[str, History
     for user_id, model_name, jobs, frame_pixels_sum, step_units, _ in rows:
         if model_name not in histories:
             histories[model_name] = model_history(model_name)
-        history = histories[model_name]
-        if history.head is None or history.tail_unit is None:
-            continue
-        seconds = jobs * history.head + history.tail_unit * (frame_pixels_sum or 0.0)
-        seconds += (history.step_unit or 0.0) * (step_units or 0.0)
-        work[user_id] = work.get(user_id, 0.0) + seconds
+        seconds = histories[model_name].work(jobs, frame_pixels_sum or 0.0, step_units or 0.0)
+        if seconds is not None:
+            work[user_id] = work.get(user_id, 0.0) + seconds
     return {user_id: seconds / span for user_id, seconds in work.items()}
 
 

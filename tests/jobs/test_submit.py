@@ -8,9 +8,10 @@ from django_q.models import OrmQ
 from generation.params import GenerationParams
 from jobs.lifecycle import job_create
 from jobs.models import Status, VideoGenerationJob
+from tests.conftest import FAST_JOB
 
-PARAMS = {"prompt": "a cat", "negative_prompt": "", "model_name": "tiny-random", "width": 64, "height": 64,
-          "num_frames": 9, "num_inference_steps": 2, "guidance_scale": 4.5, "seed": 1, "fps": 24}
+PARAMS = {"prompt": "a cat", "negative_prompt": "", "model_name": "tiny-random", "guidance_scale": 4.5, "seed": 1,
+          **FAST_JOB}
 
 SEED_EXAMPLE = {"user_id": "user123", "prompt": "A beautiful sunset over mountains", "fps": 24}
 
