@@ -58,7 +58,7 @@ def _lock_user(user_id: str) -> None:
 
 def check_active_limit(user_id: str) -> None:
     limit = settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER
-    active = VideoGenerationJob.objects.for_user(user_id).active().count()
+    active = VideoGenerationJob.objects.active_count(user_id)
     if active >= limit:
         raise ActiveJobLimitReached(user_id, active, limit)
 

@@ -5,12 +5,13 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connections, models, transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from generation.params import GenerationParams
@@ -72,13 +73,30 @@ class JobQuerySet(models.QuerySet):
         """
         for_user(user_id).filter(pk=job_id), the one job a request names, or
         None: the query of every status poll. Its SQL is the one for_user()
-        makes, compiled once per process (see _CompiledRead), so it reads
+        makes, compiled once per process (see CompiledQuery), so it reads
         the whole table: call it on VideoGenerationJob.objects, not on a
         filtered queryset.
         """
+        self._whole_table("visible")
+        if user_id is None:
+            found = _visible_to_all.first(self.db, job=job_id)
+        else:
+            found = _visible_to_user.first(self.db, user=user_id, job=job_id)
+        return None if found is None else VideoGenerationJob.from_db(self.db, *found)
+
+    def active_count(self, user_id: str) -> int:
+        """
+        for_user(user_id).active().count(), compiled once per process: the
+        active-job cap's count at every submit. Like visible(), call it on
+        VideoGenerationJob.objects.
+        """
+        self._whole_table("active_count")
+        found = _active_jobs.first(self.db, user=user_id)
+        return 0 if found is None else found[1][0]
+
+    def _whole_table(self, method: str) -> None:
         if self.query.where:
-            raise TypeError("visible() ignores other filters: call it on VideoGenerationJob.objects")
-        return _visible_job.get(self.db, user_id, job_id)
+            raise TypeError(f"{method}() ignores other filters: call it on VideoGenerationJob.objects")
 
     def active(self) -> "JobQuerySet":
         return self.filter(status__in=ACTIVE)
@@ -87,34 +105,37 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status=Status.COMPLETED).order_by("-completed_at", "-id")
 
 
-class _CompiledRead:
+class CompiledQuery:
     """
-    JobQuerySet.visible()'s query, compiled by the ORM once per database and
-    shape (with a user filter or without) and then only executed. Django
-    compiles a queryset's SQL on every evaluation; for a status poll that
-    took as long as the database took to answer it (bench/RESULTS.md, hot
-    paths). The SQL and the column converters are the ORM's own, from
-    for_user(), so the user filter still lives in one place; only the two
-    values change between calls.
+    A query of the ORM's, compiled once per database and then only executed.
+    Django compiles a queryset's SQL on every evaluation: for a status poll
+    that took as long as the database took to answer it, and a submit's
+    active-job count cost 400 µs of CPU where running its SQL costs 100
+    (bench/RESULTS.md, hot paths). `build` makes the queryset from stand-ins
+    for the values named in `fields` (each the model field the value is
+    compared with, which prepares it for the database); the SQL, its
+    filters (for_user()'s among them) and its column converters are the
+    ORM's own, and only those values change between calls.
     """
 
-    _USER = "\x00user"
-    _ID = uuid.UUID(int=0)
-
-    def __init__(self):
-        self._compiled: dict[tuple[str, bool], tuple] = {}
+    def __init__(self, build: Callable[..., models.QuerySet], **fields: models.Field):
+        self._build = build
+        self._fields = fields
+        self._compiled: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
-    def get(self, alias: str, user_id: str | None, job_id: uuid.UUID) -> "VideoGenerationJob | None":
-        shape = (alias, user_id is None)
-        compiled = self._compiled.get(shape)
+    def first(self, alias: str, **values) -> tuple[list[str], list] | None:
+        """(the columns' attribute names, the first row, converted), or None when there is no row."""
+        compiled = self._compiled.get(alias)
         if compiled is None:
             with self._lock:
-                compiled = self._compiled.setdefault(shape, self._compile(alias, filtered=user_id is not None))
+                compiled = self._compiled.setdefault(alias, self._compile(alias))
         sql, slots, names, converters = compiled
         connection = connections[alias]
-        values = {"user": user_id, "id": VideoGenerationJob._meta.pk.get_db_prep_value(job_id, connection)}
-        params = [values[slot] if isinstance(slot, str) else slot[1] for slot in slots]
+        params = [
+            self._fields[slot].get_db_prep_value(values[slot], connection) if isinstance(slot, str) else slot[1]
+            for slot in slots
+        ]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
@@ -124,27 +145,30 @@ class _CompiledRead:
         for position, (functions, expression) in converters.items():
             for function in functions:
                 row[position] = function(row[position], expression, connection)
-        return VideoGenerationJob.from_db(alias, names, row)
+        return names, row
 
-    def _compile(self, alias: str, *, filtered: bool) -> tuple:
+    def _compile(self, alias: str) -> tuple:
         connection = connections[alias]
-        queryset = (
-            VideoGenerationJob.objects.using(alias).for_user(self._USER if filtered else None).filter(pk=self._ID).order_by()
-        )
-        compiler = queryset.query.get_compiler(using=alias)
+        stand_ins = {name: _stand_in(name, field, number) for number, (name, field) in enumerate(self._fields.items())}
+        compiler = self._build(**stand_ins).using(alias).query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
-        prepared_id = VideoGenerationJob._meta.pk.get_db_prep_value(self._ID, connection)
-        # Each parameter is the user, the id, or a constant of for_user()'s to keep as it is.
-        slots = [
-            "user" if param == self._USER else "id" if param == prepared_id else ("constant", param) for param in params
-        ]
-        if slots.count("id") != 1 or slots.count("user") != int(filtered):
+        prepared = {name: self._fields[name].get_db_prep_value(value, connection) for name, value in stand_ins.items()}
+        # Each parameter is one of the values, or a constant of the query's to keep as it is.
+        slots = [next((name for name, value in prepared.items() if param == value), ("constant", param)) for param in params]
+        if sorted(slot for slot in slots if isinstance(slot, str)) != sorted(self._fields):
             raise AssertionError(f"cannot tell the parameters of {sql!r} apart: {params!r}")
         columns = [column for column, _, _ in compiler.select]
-        return sql, slots, [column.target.attname for column in columns], compiler.get_converters(columns)
+        names = [getattr(getattr(column, "target", None), "attname", label) for (column, _, label) in compiler.select]
+        return sql, slots, names, compiler.get_converters(columns)
 
 
-_visible_job = _CompiledRead()
+def _stand_in(name: str, field: models.Field, number: int):
+    """A value for the compiler to place, that no real value equals (text with a NUL, which PostgreSQL cannot store; the nil UUID and its neighbours)."""
+    if isinstance(field, models.UUIDField):
+        return uuid.UUID(int=number)
+    if isinstance(field, models.CharField):
+        return f"\x00{name}"
+    raise TypeError(f"no stand-in for a {type(field).__name__}")
 
 
 class VideoGenerationJob(models.Model):
@@ -380,6 +404,23 @@ class VideoGenerationJob(models.Model):
     @property
     def video_filename(self) -> str:
         return f"{self.id}.mp4"
+
+
+# The hot paths' queries (see CompiledQuery): a status poll's read, with a
+# user filter and without, and the active-job cap's count at submit.
+_visible_to_user = CompiledQuery(
+    lambda user, job: VideoGenerationJob.objects.for_user(user).filter(pk=job).order_by(),
+    user=VideoGenerationJob._meta.get_field("user_id"),
+    job=VideoGenerationJob._meta.pk,
+)
+_visible_to_all = CompiledQuery(
+    lambda job: VideoGenerationJob.objects.for_user(None).filter(pk=job).order_by(), job=VideoGenerationJob._meta.pk
+)
+# Grouped by the one user it filters on: a plain COUNT(*) row, in a form the ORM compiles without running it.
+_active_jobs = CompiledQuery(
+    lambda user: VideoGenerationJob.objects.for_user(user).active().order_by().values("user_id").annotate(jobs=Count("pk")).values_list("jobs"),
+    user=VideoGenerationJob._meta.get_field("user_id"),
+)
 
 
 class UserWeight(models.Model):

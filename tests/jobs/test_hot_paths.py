@@ -6,6 +6,7 @@ generic path makes from the same declarations, for jobs in every state and
 for every serializer; and a poll costs a fixed, small number of queries.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from rest_framework.test import APIRequestFactory
 
 from jobs.estimates import forget_snapshots
 from jobs.models import ErrorCode, Status
-from jobs.serializers import JobSerializer, JobStatusSerializer, SubmissionSerializer, VideoInfo
+from jobs.serializers import GenerationRequest, JobSerializer, JobStatusSerializer, SubmissionSerializer, VideoInfo
 
 ALL_SERIALIZERS = [JobSerializer, JobStatusSerializer, SubmissionSerializer, VideoInfo]
 
@@ -97,6 +98,52 @@ def test_visible_is_for_user_then_the_id(make_job):
     assert VideoGenerationJob.objects.visible("bob", bobs.id).run_info == {}
     with pytest.raises(TypeError):
         VideoGenerationJob.objects.filter(status=Status.PENDING).visible("alice", alices.id)
+
+
+def test_the_compiled_active_count_is_the_orms_count(make_job):
+    from jobs.models import VideoGenerationJob
+
+    for status in Status:
+        make_job(user_id="alice", status=status)
+        make_job(user_id="alice", status=status)
+    make_job(user_id="bob", status=Status.RUNNING)
+
+    for user_id in ["alice", "bob", "carol"]:
+        orms_count = VideoGenerationJob.objects.for_user(user_id).active().count()
+        assert VideoGenerationJob.objects.active_count(user_id) == orms_count
+    assert VideoGenerationJob.objects.active_count("alice") == 4
+    assert VideoGenerationJob.objects.active_count("carol") == 0
+    with pytest.raises(TypeError):
+        VideoGenerationJob.objects.filter(status=Status.PENDING).active_count("alice")
+
+
+def test_each_submit_validates_with_its_own_copy_of_the_fields(db):
+    first, second = GenerationRequest(data={}), GenerationRequest(data={})
+
+    assert all(first.fields[name] is not second.fields[name] for name in first.fields)
+    assert first.fields["webhook_events"].child.parent is first.fields["webhook_events"]
+    assert first.fields["prompt"].parent is first and second.fields["prompt"].parent is second
+
+
+def test_submits_validated_at_once_in_threads_get_their_own_answers(db, settings):
+    settings.VIDEOGEN_WEBHOOK_SECRET = "whsec_" + "a" * 32
+    requests = [
+        {"user_id": "alice", "prompt": "a cat", "num_frames": 9},
+        {"user_id": "bob", "prompt": "a dog", "fps": 0},
+        {"user_id": "carol", "prompt": 7, "webhook_events": ["job.completed"]},
+        {"user_id": "dave", "prompt": "a bird", "webhook_url": "http://127.0.0.1/", "webhook_events": ["nope"]},
+    ]
+
+    def answer(data: dict):
+        serializer = GenerationRequest(data=data)
+        return serializer.validated_data if serializer.is_valid() else serializer.errors
+
+    expected = [answer(data) for data in requests]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(answer, requests * 200))
+
+    assert answers == expected * 200
+    assert "fps" in expected[1] and "prompt" in expected[2] and "webhook_events" in expected[3]
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json; indent=2", "text/html",
