@@ -45,20 +45,35 @@ def request_fingerprint(request: dict) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _lock_user(user_id: str) -> None:
+def _user_lock(user_id: str) -> tuple[str, list]:
     """
-    Serialise one user's submissions, so the active-job count cannot be raced
-    past the limit. SQLite needs nothing: our transactions are IMMEDIATE and
-    take the database's write lock up front.
+    The statement that serialises one user's submissions until the
+    transaction ends, so the active-job count cannot be raced past the
+    limit; empty on SQLite, where our transactions are IMMEDIATE and take
+    the database's write lock up front.
     """
     if connection.vendor == "postgresql":
+        return "SELECT pg_advisory_xact_lock(7011, hashtext(%s))", [user_id]
+    return "", []
+
+
+def _lock_user(user_id: str) -> None:
+    sql, params = _user_lock(user_id)
+    if sql:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(7011, hashtext(%s))", [user_id])
+            cursor.execute(sql, params)
 
 
 def check_active_limit(user_id: str) -> None:
+    """
+    Raise ActiveJobLimitReached when the user has the most jobs waiting or
+    running they may. Takes the user's lock first (again, if the caller
+    took it: it is re-entrant), in the same round trip as the count: the
+    count is a statement of its own after the lock, so it sees every job
+    committed while the lock was waited for.
+    """
     limit = settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER
-    active = VideoGenerationJob.objects.active_count(user_id)
+    active = VideoGenerationJob.objects.active_count(user_id, before=_user_lock(user_id))
     if active >= limit:
         raise ActiveJobLimitReached(user_id, active, limit)
 
@@ -88,8 +103,9 @@ def job_create(
     for _ in range(2):
         try:
             with transaction.atomic():
-                _lock_user(user_id)
                 if idempotency_key is not None:
+                    # Before the look-up: a retry racing the first request waits for it, then finds its job.
+                    _lock_user(user_id)
                     existing = _job_for_key(user_id, idempotency_key)
                     if existing is not None:
                         if existing.request_fingerprint != fingerprint:
@@ -264,7 +280,6 @@ def job_rerun(job: VideoGenerationJob) -> bool:
     already has too many jobs waiting.
     """
     with transaction.atomic():
-        _lock_user(job.user_id)
         check_active_limit(job.user_id)
         requeued = job.requeue(from_={Status.FAILED})
         if requeued:

@@ -84,14 +84,15 @@ class JobQuerySet(models.QuerySet):
             found = _visible_to_user.first(self.db, user=user_id, job=job_id)
         return None if found is None else VideoGenerationJob.from_db(self.db, *found)
 
-    def active_count(self, user_id: str) -> int:
+    def active_count(self, user_id: str, *, before: tuple[str, list] = ("", [])) -> int:
         """
         for_user(user_id).active().count(), compiled once per process: the
-        active-job cap's count at every submit. Like visible(), call it on
-        VideoGenerationJob.objects.
+        active-job cap's count at every submit, after the statement
+        `before` (SQL and parameters; see CompiledQuery.first). Like
+        visible(), call it on VideoGenerationJob.objects.
         """
         self._whole_table("active_count")
-        found = _active_jobs.first(self.db, user=user_id)
+        found = _active_jobs.first(self.db, before=before, user=user_id)
         return 0 if found is None else found[1][0]
 
     def _whole_table(self, method: str) -> None:
@@ -124,8 +125,14 @@ class CompiledQuery:
         self._compiled: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
-    def first(self, alias: str, **values) -> tuple[list[str], list] | None:
-        """(the columns' attribute names, the first row, converted), or None when there is no row."""
+    def first(self, alias: str, *, before: tuple[str, list] = ("", []), **values) -> tuple[list[str], list] | None:
+        """
+        (the columns' attribute names, the first row, converted), or None
+        when there is no row. `before`: a statement (SQL, parameters) to run
+        first, in the same round trip; PostgreSQL only (client-side binding
+        sends both as one simple query, and each statement takes its own
+        snapshot).
+        """
         compiled = self._compiled.get(alias)
         if compiled is None:
             with self._lock:
@@ -136,8 +143,13 @@ class CompiledQuery:
             self._fields[slot].get_db_prep_value(values[slot], connection) if isinstance(slot, str) else slot[1]
             for slot in slots
         ]
+        before_sql, before_params = before
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            if before_sql:
+                cursor.execute(f"{before_sql}; {sql}", [*before_params, *params])
+                cursor.nextset()
+            else:
+                cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is None:
             return None

@@ -48,6 +48,20 @@ def test_twenty_parallel_submits_with_one_key_create_one_job(live_server):
     assert VideoGenerationJob.objects.count() == 1
 
 
+def test_parallel_submits_from_one_user_never_pass_the_active_job_limit(live_server, settings):
+    settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = 3
+    # Twice the server's own threads at once, so counts and inserts interleave.
+    requests = [{"user_id": "alice", "prompt": f"job {index}", "seed": index, **TINY} for index in range(24)]
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(lambda body: post(f"{live_server.url}/api/v1/generate", body), requests))
+
+    assert sorted(status for status, _ in results) == [202] * 3 + [429] * 21
+    assert VideoGenerationJob.objects.filter(user_id="alice").count() == 3
+    refused = [answer for status, answer in results if status == 429]
+    assert all("the limit is 3" in answer["detail"] for answer in refused), refused[0]
+
+
 def test_fifty_parallel_submits_from_five_users_all_complete_and_each_list_is_exact(live_server, qcluster):
     users = [f"user-{number}" for number in range(5)]
     requests = [{"user_id": users[index % 5], "prompt": f"job {index}", "seed": index, **TINY} for index in range(50)]
