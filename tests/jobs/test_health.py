@@ -1,4 +1,6 @@
+import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 
 def test_it_is_healthy_when_the_database_and_broker_answer(api, db):
@@ -34,3 +36,28 @@ def test_it_is_a_503_naming_what_is_down_but_not_its_address_or_error(api, trans
     assert body == root.json() == {"status": "unhealthy", "checks": {"database": "unavailable", "broker": body["checks"]["broker"]}}
     # Hosts, ports and paths in the driver's error are for the log only.
     assert b"nonexistent" not in response.content and b"port" not in response.content.lower()
+
+
+@pytest.fixture
+def orm_broker(settings):
+    if settings.REDIS_URL:
+        pytest.skip("the ORM broker's check (CI's Redis leg pings Redis)")
+
+
+def test_with_the_orm_broker_it_names_the_broker_when_its_table_does_not_answer(api, db, orm_broker):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE django_q_ormq RENAME TO django_q_ormq_away")
+
+    response = api.get("/api/v1/health")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "unhealthy", "checks": {"database": "ok", "broker": "unavailable"}}
+
+
+def test_with_the_orm_broker_it_reads_one_row_of_the_queue_not_the_whole_backlog(api, db, orm_broker):
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get("/api/v1/health")
+
+    assert response.status_code == 200
+    broker_reads = [q["sql"] for q in queries.captured_queries if "django_q_ormq" in q["sql"]]
+    assert len(broker_reads) == 1 and "LIMIT 1" in broker_reads[0] and "COUNT(" not in broker_reads[0].upper(), broker_reads
