@@ -113,7 +113,7 @@ def job_create(
                         return existing, False
                 check_active_limit(user_id)
                 now = timezone.now()
-                job = VideoGenerationJob.objects.create(
+                job = VideoGenerationJob.objects.insert(VideoGenerationJob(
                     user_id=user_id,
                     **params.as_dict(),
                     idempotency_key=idempotency_key,
@@ -123,7 +123,7 @@ def job_create(
                     submitted_at=now,
                     # In the queue from its commit on (the wake-up follows it).
                     queued_at=now,
-                )
+                ))
                 queue = queue_for_model(job.model_name)
                 if wakes_up_with_the_job(queue):
                     # django-q2's ORM broker: the wake-up is a row in this

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connections, models, transaction
 from django.db.models import Count, F
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from generation.params import GenerationParams
@@ -95,6 +96,14 @@ class JobQuerySet(models.QuerySet):
         found = _active_jobs.first(self.db, before=before, user=user_id)
         return 0 if found is None else found[1][0]
 
+    def insert(self, job: "VideoGenerationJob") -> "VideoGenerationJob":
+        """
+        Save a new job: create()'s INSERT, compiled once per process (see
+        CompiledOnce). The submit's insert.
+        """
+        _job_insert.insert(job, self.db)
+        return job
+
     def _whole_table(self, method: str) -> None:
         if self.query.where:
             raise TypeError(f"{method}() ignores other filters: call it on VideoGenerationJob.objects")
@@ -106,24 +115,44 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status=Status.COMPLETED).order_by("-completed_at", "-id")
 
 
-class CompiledQuery:
+class CompiledOnce:
     """
-    A query of the ORM's, compiled once per database and then only executed.
-    Django compiles a queryset's SQL on every evaluation: for a status poll
-    that took as long as the database took to answer it, and a submit's
-    active-job count cost 400 µs of CPU where running its SQL costs 100
-    (bench/RESULTS.md, hot paths). `build` makes the queryset from stand-ins
-    for the values named in `fields` (each the model field the value is
-    compared with, which prepares it for the database); the SQL, its
-    filters (for_user()'s among them) and its column converters are the
-    ORM's own, and only those values change between calls.
+    SQL the ORM compiles once per database (_compile), kept for the
+    process. Django compiles a query's SQL on every evaluation: for a status
+    poll that took as long as the database took to answer it; a submit's
+    active-job count cost 400 µs of CPU where running its SQL costs 100, and
+    its INSERT of the job's 35 columns a sixth of the whole submit
+    (bench/RESULTS.md, hot paths).
+    """
+
+    def __init__(self):
+        self._compiled: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, alias: str) -> tuple:
+        compiled = self._compiled.get(alias)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.setdefault(alias, self._compile(alias))
+        return compiled
+
+    def _compile(self, alias: str) -> tuple:
+        raise NotImplementedError
+
+
+class CompiledQuery(CompiledOnce):
+    """
+    A query, compiled once per database (CompiledOnce). `build` makes the
+    queryset from stand-ins for the values named in `fields` (each the model
+    field the value is compared with, which prepares it for the database);
+    the SQL, its filters (for_user()'s among them) and its column converters
+    are the ORM's own, and only those values change between calls.
     """
 
     def __init__(self, build: Callable[..., models.QuerySet], **fields: models.Field):
+        super().__init__()
         self._build = build
         self._fields = fields
-        self._compiled: dict[str, tuple] = {}
-        self._lock = threading.Lock()
 
     def first(self, alias: str, *, before: tuple[str, list] = ("", []), **values) -> tuple[list[str], list] | None:
         """
@@ -133,11 +162,7 @@ class CompiledQuery:
         sends both as one simple query, and each statement takes its own
         snapshot).
         """
-        compiled = self._compiled.get(alias)
-        if compiled is None:
-            with self._lock:
-                compiled = self._compiled.setdefault(alias, self._compile(alias))
-        sql, slots, names, converters = compiled
+        sql, slots, names, converters = self.compiled(alias)
         connection = connections[alias]
         params = [
             self._fields[slot].get_db_prep_value(values[slot], connection) if isinstance(slot, str) else slot[1]
@@ -172,6 +197,41 @@ class CompiledQuery:
         columns = [column for column, _, _ in compiler.select]
         names = [getattr(getattr(column, "target", None), "attname", label) for (column, _, label) in compiler.select]
         return sql, slots, names, compiler.get_converters(columns)
+
+
+class CompiledInsert(CompiledOnce):
+    """
+    A model's INSERT of all its columns, compiled once per database
+    (CompiledOnce). Each insert only prepares the values, with the fields'
+    own pre_save() and get_db_prep_save(), as the ORM's compiler does. For
+    models whose save() is the ORM's own, with no signal receivers and no
+    column the database fills in (nothing to read back).
+    """
+
+    def __init__(self, model: type[models.Model]):
+        super().__init__()
+        self._model = model
+
+    def insert(self, instance: models.Model, alias: str) -> None:
+        sql, fields = self.compiled(alias)
+        connection = connections[alias]
+        params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        instance._state.adding = False
+        instance._state.db = alias
+
+    def _compile(self, alias: str) -> tuple:
+        meta = self._model._meta
+        if meta.db_returning_fields or any(field.has_db_default() for field in meta.concrete_fields):
+            raise TypeError(f"{self._model.__name__} has columns the database fills in")
+        fields = list(meta.local_concrete_fields)
+        query = InsertQuery(self._model)
+        query.insert_values(fields, [self._model()])
+        [(sql, params)] = query.get_compiler(using=alias).as_sql()
+        if len(params) != len(fields) or sql.count("%s") != len(fields):
+            raise AssertionError(f"the INSERT has other placeholders than one per column: {sql!r}")
+        return sql, fields
 
 
 def _stand_in(name: str, field: models.Field, number: int):
@@ -428,6 +488,7 @@ _visible_to_user = CompiledQuery(
 _visible_to_all = CompiledQuery(
     lambda job: VideoGenerationJob.objects.for_user(None).filter(pk=job).order_by(), job=VideoGenerationJob._meta.pk
 )
+_job_insert = CompiledInsert(VideoGenerationJob)
 # Grouped by the one user it filters on: a plain COUNT(*) row, in a form the ORM compiles without running it.
 _active_jobs = CompiledQuery(
     lambda user: VideoGenerationJob.objects.for_user(user).active().order_by().values("user_id").annotate(jobs=Count("pk")).values_list("jobs"),

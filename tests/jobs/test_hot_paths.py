@@ -117,6 +117,33 @@ def test_the_compiled_active_count_is_the_orms_count(make_job):
         VideoGenerationJob.objects.filter(status=Status.PENDING).active_count("alice")
 
 
+def test_the_compiled_insert_stores_what_the_orms_create_stores(db):
+    from django.db import IntegrityError, transaction
+
+    from jobs.models import VideoGenerationJob
+
+    now = timezone.now()
+    values = dict(
+        user_id="alice", prompt="a cat", negative_prompt="blurry", model_name="tiny-random", fps=8, num_frames=9,
+        width=64, height=48, num_inference_steps=3, guidance_scale=4.5, seed=None, status=Status.COMPLETED,
+        progress=100, current_step=3, error_message="", attempts=2, queued_at=now, worker="host:1", heartbeat_at=now,
+        run_info={"device": "cpu", "steps": [1, 2]}, video="videos/a.mp4", poster="posters/a.jpg",
+        idempotency_key="key-1", request_fingerprint="f" * 64, file_size_bytes=1234, video_duration_seconds=1.125,
+        submitted_at=now - timedelta(minutes=1), started_at=now - timedelta(seconds=30), completed_at=now,
+        webhook_url="https://example.com/hook", webhook_events=["job.completed"],
+    )
+    by_the_orm = VideoGenerationJob.objects.create(**values)
+    compiled = VideoGenerationJob.objects.insert(VideoGenerationJob(**{**values, "idempotency_key": "key-2"}))
+
+    assert not compiled._state.adding and compiled._state.db == "default"
+    read_back = [VideoGenerationJob.objects.values().get(pk=job.pk) for job in (by_the_orm, compiled)]
+    for row in read_back:
+        del row["id"]
+    assert read_back[0] == {**read_back[1], "idempotency_key": "key-1"}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        VideoGenerationJob.objects.insert(VideoGenerationJob(**values))
+
+
 def test_each_submit_validates_with_its_own_copy_of_the_fields(db):
     first, second = GenerationRequest(data={}), GenerationRequest(data={})
 
