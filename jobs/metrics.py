@@ -6,15 +6,20 @@ Two sources, each correct however many processes there are:
   multiprocess mode (files under PROMETHEUS_MULTIPROC_DIR, summed at scrape):
   a per-request database write would cost every request.
 - Jobs, counted in the database (MetricSeries) where their status changes, by
-  whichever process changes it (API, worker, reaper, admin, on any host); the
+  whichever process changes it (API, worker, reaper, admin, on any host;
+  submits are summed in memory and written once a second, SubmitCounts); the
   gauges are read from the jobs table through the status index, and worker
   liveness and GPU memory from the small tables the workers write. A scrape
   reads a few hundred rows, never the whole jobs table.
 """
 
+import atexit
+import collections
 import contextlib
 import datetime
 import logging
+import os
+import threading
 import time
 
 from django.conf import settings
@@ -57,10 +62,10 @@ def _escape(value: str) -> str:
 # --- Recording job events (any process) ---------------------------------------
 
 
-def _add(rows: list[tuple[str, str, float]], *, flush: bool = True) -> None:
+def _add(rows: list[tuple[str, str, float]], *, flush: bool = True) -> bool:
     """
     Add to database series, creating them at need; never fails the caller
-    over a metric. One statement, so one round trip and atomic by itself
+    over a metric (False: the database did not take them). One statement, so one round trip and atomic by itself
     outside a transaction (a submit's count costs one query, not a
     transaction's three); inside one, a savepoint keeps a failure here
     from aborting the caller's work.
@@ -89,6 +94,8 @@ def _add(rows: list[tuple[str, str, float]], *, flush: bool = True) -> None:
                 cursor.execute(sql, params)
     except DatabaseError:
         logger.warning("could not record metrics %s", sorted({row[0] for row in rows}), exc_info=True)
+        return False
+    return True
 
 
 def _histogram(name: str, buckets: tuple, seconds: float, **labels: str) -> list[tuple[str, str, float]]:
@@ -103,8 +110,81 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+# Submits are counted in memory and written by a thread of each process's
+# own, at most once a SUBMITS_WRITTEN_EVERY seconds, and at exit: a
+# submit's own statement for its count was one of its six round trips to
+# the database (bench/RESULTS.md, hot paths). A process killed outright
+# loses at most its last second's count, as a database crash loses the
+# counts' unflushed commits (flush=False).
+SUBMITS_WRITTEN_EVERY = 1.0
+# Tests: write each count at once, in the submitting thread (a thread of
+# its own has its own connection, which cannot see a test's transaction).
+SUBMITS_INLINE = False
+
+
+class SubmitCounts:
+    """One process's submits not yet written, by model, and the thread that writes them."""
+
+    def __init__(self, written_every: float):
+        self.written_every = written_every
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        self._waiting = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    def add(self, model: str) -> None:
+        with self._lock:
+            self._counts[model] += 1
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, name="submit counts", daemon=True)
+                self._writer.start()
+                atexit.register(self.write)
+        self._waiting.set()
+
+    def write(self) -> None:
+        """Write the counts so far; any the database refuses are kept for the next write."""
+        with self._lock:
+            counts, self._counts = self._counts, collections.Counter()
+        if not counts:
+            return
+        rows = [("videogen_jobs_submitted_total", label_text(model=model), float(n)) for model, n in counts.items()]
+        if not _add(rows, flush=False):
+            with self._lock:
+                self._counts.update(counts)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def _write_forever(self) -> None:
+        while True:
+            if not self._waiting.is_set():
+                # No submit since the last write: hold no connection while idle.
+                connection.close()
+            self._waiting.wait()
+            time.sleep(self.written_every)
+            self._waiting.clear()
+            self.write()
+            # This thread's own connection: a broken one is replaced at the next write.
+            connection.close_if_unusable_or_obsolete()
+
+    def after_fork(self) -> None:
+        # A child has no writer thread, and its parent's counts are the parent's to write.
+        self._counts = collections.Counter()
+        self._lock = threading.Lock()
+        self._waiting = threading.Event()
+        self._writer = None
+
+
+submit_counts = SubmitCounts(SUBMITS_WRITTEN_EVERY)
+os.register_at_fork(after_in_child=submit_counts.after_fork)
+
+
 def record_submitted(model: str) -> None:
-    _add([("videogen_jobs_submitted_total", label_text(model=model), 1.0)], flush=False)
+    if SUBMITS_INLINE:
+        _add([("videogen_jobs_submitted_total", label_text(model=model), 1.0)], flush=False)
+    else:
+        submit_counts.add(model)
 
 
 def record_transition(job, to: str) -> None:
@@ -217,6 +297,8 @@ def render() -> str:
 
 
 def render_jobs() -> str:
+    # This process's own submits first (other processes' are at most a second behind).
+    submit_counts.write()
     samples: dict[str, list[str]] = {name: [] for name in HELP}
     for name, labels, value in MetricSeries.objects.order_by("name", "labels").values_list("name", "labels", "value"):
         family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")

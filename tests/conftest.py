@@ -43,6 +43,38 @@ def queue_snapshots_inline(monkeypatch):
     estimates.forget_snapshots()
 
 
+@pytest.fixture(autouse=True)
+def submit_counts_inline(monkeypatch):
+    """
+    Submits' metric counts are written in the submitting thread: the
+    writer thread has its own connection and cannot see a test's
+    uncommitted rows (jobs/metrics.py). Nothing is left over for the next test.
+    """
+    from jobs import metrics
+
+    monkeypatch.setattr(metrics, "SUBMITS_INLINE", True)
+    yield
+    metrics.submit_counts.forget()
+
+
+@pytest.fixture
+def submits_counted_in_memory(monkeypatch):
+    """
+    Submits counted as a server counts them: in memory, written by a writer
+    thread. A fresh counter for the test, written when the test says (or by
+    its thread every `written_every` seconds).
+    """
+    from jobs import metrics
+
+    def counting(written_every: float = 3600.0) -> "metrics.SubmitCounts":
+        counts = metrics.SubmitCounts(written_every)
+        monkeypatch.setattr(metrics, "SUBMITS_INLINE", False)
+        monkeypatch.setattr(metrics, "submit_counts", counts)
+        return counts
+
+    return counting
+
+
 @pytest.fixture
 def api():
     return APIClient()

@@ -4,15 +4,21 @@ processes: whichever process answers, the totals are the same and right.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.metrics import label_text, render_jobs
+from jobs.metrics import label_text, record_submitted, render_jobs
 from jobs.models import FINISHED, MetricSeries, VideoGenerationJob, WorkerGpu
 from tests.cluster import running_qcluster, test_database_url, wait_for
 from tests.conftest import FAST_JOB
+from tests.processes import wait_until
 from tests.server import gunicorn
 
 TOKEN = "s3cret-scrape-token"
@@ -124,3 +130,61 @@ def test_gpu_memory_is_summed_per_device_and_label_values_are_escaped():
     assert parsed[("videogen_gpu_memory_used_bytes", (("device", "cuda:0"), ("host", "h")))] == 12
     assert parsed[("videogen_gpu_memory_peak_bytes", (("device", "cuda:1"), ("host", "h")))] == 22
     assert parsed[("videogen_jobs_submitted_total", (("model", 'we"ird\nmodel'),))] == 1
+
+
+def submitted(model: str = "tiny-random") -> float | None:
+    return (
+        MetricSeries.objects.filter(name="videogen_jobs_submitted_total", labels=label_text(model=model))
+        .values_list("value", flat=True)
+        .first()
+    )
+
+
+def test_a_burst_of_submits_is_written_by_the_writer_thread_not_by_each_submit(submits_counted_in_memory):
+    submits_counted_in_memory(written_every=0.2)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(50):
+            record_submitted("tiny-random")
+
+    assert queries.captured_queries == []
+    wait_until(lambda: submitted() == 50, "the writer thread to write the burst's count", timeout=10)
+
+
+def test_counts_the_database_refuses_are_written_at_the_next_write(submits_counted_in_memory):
+    submit_counts = submits_counted_in_memory()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE videogen_metric_series RENAME TO videogen_metric_series_away")
+    try:
+        for _ in range(3):
+            record_submitted("tiny-random")
+        submit_counts.write()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE videogen_metric_series_away RENAME TO videogen_metric_series")
+    assert submitted() is None
+
+    record_submitted("tiny-random")
+    submit_counts.write()
+
+    assert submitted() == 4
+
+
+def test_a_process_writes_its_last_counts_as_it_exits():
+    script = (
+        "import django; django.setup()\n"
+        "from jobs.metrics import record_submitted\n"
+        "for _ in range(5): record_submitted('tiny-random')\n"
+    )
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "DJANGO_SETTINGS_MODULE": "videogen.settings"}
+
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=settings.BASE_DIR, check=True, timeout=60)
+
+    assert submitted() == 5
+
+
+def test_a_scrape_includes_its_own_processs_counts_not_yet_written(submits_counted_in_memory):
+    submits_counted_in_memory()
+    for _ in range(2):
+        record_submitted("tiny-random")
+
+    assert samples(render_jobs())[("videogen_jobs_submitted_total", (("model", "tiny-random"),))] == 2
