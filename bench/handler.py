@@ -83,6 +83,11 @@ def main() -> None:
                     _call(handler, method, path, query)
                 profiles[label].disable()
     finally:
+        # This process's submit counts (jobs.metrics), written before their database goes, not at exit.
+        from jobs import metrics
+
+        if hasattr(metrics, "submit_counts"):
+            metrics.submit_counts.write()
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"{connection.vendor}, in-process through Django's WSGI handler, {args.rounds} rounds of "
