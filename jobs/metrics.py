@@ -65,10 +65,10 @@ def _escape(value: str) -> str:
 def _add(rows: list[tuple[str, str, float]], *, flush: bool = True) -> bool:
     """
     Add to database series, creating them at need; never fails the caller
-    over a metric (False: the database did not take them). One statement, so one round trip and atomic by itself
-    outside a transaction (a submit's count costs one query, not a
-    transaction's three); inside one, a savepoint keeps a failure here
-    from aborting the caller's work.
+    over a metric (False: the database did not take them). One statement,
+    so one round trip and atomic by itself outside a transaction (a
+    count costs one query, not a transaction's three); inside one, a
+    savepoint keeps a failure here from aborting the caller's work.
 
     flush=False, outside a transaction on PostgreSQL: the statement's
     commit does not wait for the WAL to reach the disk (~5 ms here, the

@@ -121,7 +121,7 @@ class CompiledOnce:
     process. Django compiles a query's SQL on every evaluation: for a status
     poll that took as long as the database took to answer it; a submit's
     active-job count cost 400 µs of CPU where running its SQL costs 100, and
-    its INSERT of the job's 35 columns a sixth of the whole submit
+    its INSERT of the job's 35 columns a quarter of the whole submit's CPU
     (bench/RESULTS.md, hot paths).
     """
 
@@ -235,7 +235,10 @@ class CompiledInsert(CompiledOnce):
 
 
 def _stand_in(name: str, field: models.Field, number: int):
-    """A value for the compiler to place, that no real value equals (text with a NUL, which PostgreSQL cannot store; the nil UUID and its neighbours)."""
+    """
+    A value for the compiler to place that no real value equals: text with a
+    NUL (which PostgreSQL cannot store), the nil UUID and its neighbours.
+    """
     if isinstance(field, models.UUIDField):
         return uuid.UUID(int=number)
     if isinstance(field, models.CharField):
@@ -478,8 +481,8 @@ class VideoGenerationJob(models.Model):
         return f"{self.id}.mp4"
 
 
-# The hot paths' queries (see CompiledQuery): a status poll's read, with a
-# user filter and without, and the active-job cap's count at submit.
+# The hot paths' SQL (see CompiledOnce): a status poll's read, with a user
+# filter and without; a submit's INSERT and its active-job cap's count.
 _visible_to_user = CompiledQuery(
     lambda user, job: VideoGenerationJob.objects.for_user(user).filter(pk=job).order_by(),
     user=VideoGenerationJob._meta.get_field("user_id"),
