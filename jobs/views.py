@@ -520,8 +520,9 @@ def _check_broker() -> str:
             broker.ping()
         else:
             # The ORM broker's ping() always says yes, and its queue_size()
-            # counts the whole backlog (10,000 pending jobs' wake-ups made
-            # /health ten times dearer): ask its table for one row instead.
+            # counts the whole backlog (as wake-ups piled up in bench/api.py,
+            # /health's database CPU grew two- to threefold): ask its table
+            # for one row instead.
             broker.get_connection().filter(key=broker.list_key).exists()
         return "ok"
     except Exception:
