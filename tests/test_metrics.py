@@ -1,6 +1,8 @@
 """
 GET /metrics after a real cluster ran jobs, served by two gunicorn
 processes: whichever process answers, the totals are the same and right.
+And the submit counts each process keeps in memory: written by its writer
+thread, kept when the database refuses them, written at exit.
 """
 
 import json
