@@ -147,8 +147,7 @@ class SubmitCounts:
             counts, self._counts = self._counts, collections.Counter()
         if not counts:
             return
-        rows = [("videogen_jobs_submitted_total", label_text(model=model), float(n)) for model, n in counts.items()]
-        if not _add(rows, flush=False):
+        if not _add(_submitted_rows(counts), flush=False):
             with self._lock:
                 self._counts.update(counts)
 
@@ -180,9 +179,13 @@ submit_counts = SubmitCounts(SUBMITS_WRITTEN_EVERY)
 os.register_at_fork(after_in_child=submit_counts.after_fork)
 
 
+def _submitted_rows(counts: dict[str, int]) -> list[tuple[str, str, float]]:
+    return [("videogen_jobs_submitted_total", label_text(model=model), float(n)) for model, n in counts.items()]
+
+
 def record_submitted(model: str) -> None:
     if SUBMITS_INLINE:
-        _add([("videogen_jobs_submitted_total", label_text(model=model), 1.0)], flush=False)
+        _add(_submitted_rows({model: 1}), flush=False)
     else:
         submit_counts.add(model)
 

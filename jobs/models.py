@@ -93,6 +93,8 @@ class JobQuerySet(models.QuerySet):
         visible(), call it on VideoGenerationJob.objects.
         """
         self._whole_table("active_count")
+        # Part of a submit's transaction, with its lock: the database written to, as create() uses.
+        self._for_write = True
         found = _active_jobs.first(self.db, before=before, user=user_id)
         return 0 if found is None else found[1][0]
 
@@ -101,6 +103,7 @@ class JobQuerySet(models.QuerySet):
         Save a new job: create()'s INSERT, compiled once per process (see
         CompiledOnce). The submit's insert.
         """
+        self._for_write = True  # as create() does: the database written to
         _job_insert.insert(job, self.db)
         return job
 
