@@ -3,6 +3,7 @@
 import threading
 import time
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.utils import timezone
@@ -30,13 +31,16 @@ def history(make_job):
     """
     Completed tiny-random jobs of FAST_JOB's size (2 steps) that each took
     `seconds`: 1 s to the first step, 3 s after the last, the rest the second step.
+    Submitted `submitted_ago` seconds ago (default: 100 s before they ran),
+    so "history" submits new work at a rate unless that is past
+    estimates.ARRIVAL_WINDOW.
     """
 
-    def make(seconds: float, count: int = 3):
+    def make(seconds: float, count: int = 3, submitted_ago: float | None = None):
         for _ in range(count):
             make_job(user_id="history", status=Status.COMPLETED, started_at=ago(seconds + 100),
                      first_step_at=ago(seconds + 99), stepped_at=ago(103), completed_at=ago(100), current_step=2,
-                     submitted_at=ago(seconds + 200))
+                     submitted_at=ago(submitted_ago or seconds + 200))
 
     return make
 
@@ -129,7 +133,8 @@ def test_two_live_workers_start_the_first_two_jobs_at_once(api, make_job, histor
 
 
 def test_steps_scale_the_denoising_and_frame_pixels_all_but_the_head(api, make_job, history):
-    history(10)  # 1 s to the first step, 6 s the second, 3 s after it
+    # 1 s to the first step, 6 s the second, 3 s after it; submitted long ago, so no new work arrives.
+    history(10, submitted_ago=estimates.ARRIVAL_WINDOW + 300)
     cluster_beat("host:1", None, 1)
     longer = make_job(user_id="alice", submitted_at=ago(30), num_inference_steps=4)
     wider = make_job(user_id="alice", submitted_at=ago(20), width=128)
@@ -214,6 +219,64 @@ def test_a_job_submitted_after_the_snapshot_gets_its_position(api, make_job):
     later = make_job(user_id="bob")
 
     assert standing(api, later)["queue_position"] == 2
+
+
+# --- New work, played forward without the database (estimates.play_forward) -------------------
+
+NOW = datetime(2026, 1, 1, tzinfo=dt_timezone.utc)
+
+
+def starts_after_now(waiting, used, rates, weights=None, workers=1) -> dict[str, float]:
+    """Each waiting job's estimated start, in seconds from now, on idle workers."""
+    standing = estimates.play_forward(NOW, waiting, used, weights or {}, [], workers, rates)
+    return {job: (start - NOW).total_seconds() for job, (_, start) in standing.items()}
+
+
+def test_new_work_of_a_user_who_used_less_goes_first_only_until_they_catch_up():
+    alices = [("a1", "alice", 10.0), ("a2", "alice", 10.0)]
+    # alice will have used 110 s when a2's turn comes; bob has used 95 s, so
+    # 15 s of his new work go first, however fast it comes (0.8 s per second).
+    assert starts_after_now(alices, {"alice": 100.0, "bob": 95.0}, {"bob": 0.8}) == {
+        "a1": 0.0, "a2": pytest.approx(10 + 15)}
+    # bob has used nothing: his new work could go first for 110 s, more than
+    # it brings while a2 waits, which takes 4/5 of the worker: 10 / (1 - 0.8).
+    assert starts_after_now(alices, {"alice": 100.0, "bob": 0.0}, {"bob": 0.8})["a2"] == pytest.approx(50)
+
+
+def test_new_work_queues_behind_its_users_waiting_jobs():
+    # bob's waiting 50 s job runs first and takes him past alice's 110 s: his new work goes after hers.
+    waiting = [("b1", "bob", 50.0), ("a1", "alice", 10.0), ("a2", "alice", 10.0)]
+
+    starts = starts_after_now(waiting, {"alice": 100.0, "bob": 95.0}, {"bob": 0.8})
+
+    assert starts == {"b1": 0.0, "a1": pytest.approx(50), "a2": pytest.approx(60)}
+
+
+def test_a_weighted_users_new_work_catches_up_by_their_weight():
+    # bob weighs 2: 190 s used is 95 weighted, and each second of his work
+    # counts half, so 2 x (110 - 95) = 30 s of it go before alice's a2.
+    starts = starts_after_now([("a1", "alice", 10.0), ("a2", "alice", 10.0)], {"alice": 100.0, "bob": 190.0},
+                              {"bob": 0.8}, weights={"bob": 2.0})
+
+    assert starts["a2"] == pytest.approx(10 + 30)
+
+
+def test_new_work_faster_than_the_workers_still_ends_at_the_catch_up():
+    # 2 s of work per second on one worker: the wait would have no end but
+    # for the catch-up (bob's 110 s); between the two, at most
+    # MAX_ARRIVING_SHARE of the worker goes to new work.
+    starts = starts_after_now([("a1", "alice", 10.0), ("a2", "alice", 10.0)], {"alice": 100.0}, {"bob": 2.0})
+
+    assert starts["a2"] == pytest.approx(10 + 110)
+
+
+def test_new_work_is_spread_over_the_workers():
+    # Two workers: a3 waits for a1 (10 s); bob's 5 s of catch-up takes half as long on two.
+    waiting = [("a1", "alice", 10.0), ("a2", "alice", 10.0), ("a3", "alice", 10.0)]
+
+    starts = starts_after_now(waiting, {"alice": 100.0, "bob": 115.0}, {"bob": 5.0}, workers=2)
+
+    assert starts == {"a1": 0.0, "a2": 0.0, "a3": pytest.approx(10 + 5 / 2)}
 
 
 # --- The duration model ---------------------------------------------------------------

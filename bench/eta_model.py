@@ -1,0 +1,187 @@
+"""
+The estimated start's error, from a model of bench/fairness.py's eta
+scenario: users submit at random (Poisson) to workers that claim by the
+fair policy, simulated in this process; at each submit the job's start is
+estimated by the service's own code (jobs.estimates.play_forward) from
+what the service would know then. Thousands of jobs in seconds and the
+same jobs for every estimator, so estimators can be compared without a
+real run's noise (bench/fairness.py --parts eta measures the service).
+
+    .venv/bin/python bench/eta_model.py                     # 30 runs of 150 s, 3 users, one worker, 80% load
+    .venv/bin/python bench/eta_model.py --runs 10 --users 10 --workers 2 --load 0.9
+
+Estimators, each on the same simulated runs:
+
+- waiting only: the jobs already waiting, played forward (no new work);
+- stretched: the estimate before the catch-up (9f3a5fc): each wait
+  divided by 1 - the share of the workers that users who have used less
+  than the job's user submit new work at;
+- catch-up: the service's (estimates.Arrivals): another user's new work
+  goes first only until their worker time reaches this job's user's.
+
+What the model leaves out: the time between a job's end and the next
+claim (a median 16 ms measured), cold starts, and history that moves
+during a run (each job is estimated from the mean run of its size).
+Durations are tiny-random's on an idle box: 0.40 s + 0.01 s per step,
+each run within +-7% of that.
+"""
+
+import argparse
+import heapq
+import os
+import random
+import statistics
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
+os.environ.setdefault("VIDEOGEN_LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+from jobs import estimates  # noqa: E402
+from jobs.queue import fair_key  # noqa: E402
+
+STEPS = (4, 8, 12)
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ESTIMATORS = ("waiting only", "stretched", "catch-up")
+
+
+def mean_duration(steps: int) -> float:
+    return 0.40 + 0.01 * steps
+
+
+def simulate(seed: int, args) -> dict[str, list[float]]:
+    """One run: each estimator's |estimated - actual start| / actual wait for the jobs that waited >= 1 s."""
+    rng = random.Random(seed)
+    users = [f"u{n}" for n in range(1, args.users + 1)]
+    # Each user submits a 1/users share of the load.
+    gap = args.users * statistics.mean(map(mean_duration, STEPS)) / (args.load * args.workers)
+    arrivals = []
+    for user in users:
+        at = rng.expovariate(1 / gap)
+        while at < args.seconds:
+            steps = rng.choice(STEPS)
+            arrivals.append((at, user, mean_duration(steps), mean_duration(steps) * rng.uniform(0.93, 1.07)))
+            at += rng.expovariate(1 / gap)
+    arrivals.sort()
+
+    waiting: list[tuple[float, int, str, float, float]] = []  # (submitted, id, user, estimated, actual)
+    running: dict[int, tuple[float, float, str, float]] = {}  # id -> (started, ends, user, estimated)
+    ran: list[tuple[float, float, str]] = []  # (started, ended, user)
+    submitted_work: list[tuple[float, str, float]] = []  # (at, user, estimated seconds)
+    submitted_at, started_at, estimated = {}, {}, {name: {} for name in ESTIMATORS}
+
+    def used_at(now: float) -> dict[str, float]:
+        # worker_time_used: started to ended (to now while running), clipped to the window.
+        used: dict[str, float] = {}
+        since = now - args.window
+        for started, ended, user in [*ran, *((s, now, u) for s, _, u, _ in running.values())]:
+            inside = min(ended, now) - max(started, since)
+            if inside > 0:
+                used[user] = used.get(user, 0.0) + inside
+        return used
+
+    def claim(now: float) -> None:
+        while waiting and len(running) < args.workers:
+            used = used_at(now)
+            oldest = {}
+            for job in waiting:
+                oldest.setdefault(job[2], job)
+            user = min(oldest, key=lambda name: fair_key(used.get(name, 0.0), 1.0, oldest[name][0]))
+            job = oldest[user]
+            waiting.remove(job)
+            running[job[1]] = (now, now + job[4], user, job[3])
+            started_at[job[1]] = now
+
+    def estimate(now: float, job_id: int) -> None:
+        used = used_at(now)
+        remaining = []
+        for started, _, user, guess in running.values():
+            remaining.append(max(guess - (now - started), 0.0))
+            used[user] = used.get(user, 0.0) + remaining[-1]
+        since = now - estimates.ARRIVAL_WINDOW
+        recent = [(at, user, work) for at, user, work in submitted_work if at >= since]
+        span = max(min(estimates.ARRIVAL_WINDOW, now - min(at for at, _, _ in recent)), estimates.ARRIVAL_MIN_SPAN)
+        rates: dict[str, float] = {}
+        for _, user, work in recent:
+            rates[user] = rates.get(user, 0.0) + work / span
+        now_at = EPOCH + timedelta(seconds=now)
+        queue = [(job[1], job[2], job[3]) for job in waiting]
+
+        def seconds(standing) -> float:
+            return (standing[job_id][1] - EPOCH).total_seconds()
+
+        alone = seconds(estimates.play_forward(now_at, queue, used, {}, remaining, args.workers, {}))
+        user = submitted_by[job_id]
+        faster = sum(rate for other, rate in rates.items() if other != user and used.get(other, 0.0) < used.get(user, 0.0))
+        share = min(faster / args.workers, estimates.MAX_ARRIVING_SHARE)
+        estimated["waiting only"][job_id] = alone
+        estimated["stretched"][job_id] = now + (alone - now) / (1 - share)
+        estimated["catch-up"][job_id] = seconds(estimates.play_forward(now_at, queue, used, {}, remaining,
+                                                                       args.workers, rates))
+
+    submitted_by = {}
+    for job_id, (at, user, guess, actual) in enumerate(arrivals):
+        # Jobs that end before this submit, in order, each followed by its worker's next claim.
+        while running and min(ends for _, ends, _, _ in running.values()) <= at:
+            done = min(running, key=lambda key: running[key][1])
+            started, ends, who, _ = running.pop(done)
+            ran.append((started, ends, who))
+            claim(ends)
+        waiting.append((at, job_id, user, guess, actual))
+        submitted_at[job_id], submitted_by[job_id] = at, user
+        submitted_work.append((at, user, guess))
+        claim(at)
+        if job_id not in started_at:
+            estimate(at, job_id)
+    while running:
+        done = min(running, key=lambda key: running[key][1])
+        started, ends, who, _ = running.pop(done)
+        ran.append((started, ends, who))
+        claim(ends)
+
+    errors = {name: [] for name in ESTIMATORS}
+    for job_id in estimated["catch-up"]:
+        wait = started_at[job_id] - submitted_at[job_id]
+        if wait >= 1.0:  # as bench/fairness.py counts
+            for name in ESTIMATORS:
+                errors[name].append((estimated[name][job_id] - started_at[job_id]) / wait)
+    return errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30, help="simulated runs (seeds 0..runs-1)")
+    parser.add_argument("--seconds", type=float, default=150, help="how long users submit in each run")
+    parser.add_argument("--users", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--load", type=float, default=0.8, help="submitted work over the workers' capacity")
+    parser.add_argument("--window", type=float, default=3600, help="VIDEOGEN_FAIR_WINDOW, seconds")
+    args = parser.parse_args()
+
+    pooled = {name: [] for name in ESTIMATORS}
+    per_run = {name: [] for name in ESTIMATORS}
+    for seed in range(args.runs):
+        for name, errors in simulate(seed, args).items():
+            pooled[name] += errors
+            if errors:
+                per_run[name].append(statistics.median(abs(error) for error in errors))
+    print(f"{args.runs} simulated runs of {args.seconds:g} s: {args.users} users at random, {args.workers} worker(s), "
+          f"load {args.load:g}; {len(pooled['catch-up'])} jobs waited >= 1 s")
+    print(f"{'estimator':14} {'median':>7} {'p75':>7} {'p90':>7} {'early':>6}   median of one run: median (range)")
+    for name in ESTIMATORS:
+        errors = sorted(abs(error) for error in pooled[name])
+        early = sum(error < 0 for error in pooled[name]) / len(pooled[name])
+        runs = per_run[name]
+        print(f"{name:14} {statistics.median(errors):7.1%} {errors[int(len(errors) * 0.75)]:7.1%} "
+              f"{errors[int(len(errors) * 0.9)]:7.1%} {early:6.0%}   {statistics.median(runs):.1%} "
+              f"({min(runs):.0%}-{max(runs):.0%})")
+
+
+if __name__ == "__main__":
+    main()
