@@ -17,7 +17,11 @@ Estimators, each on the same simulated runs:
   divided by 1 - the share of the workers that users who have used less
   than the job's user submit new work at;
 - catch-up: the service's (estimates.Arrivals): another user's new work
-  goes first only until their worker time reaches this job's user's.
+  goes first only until their worker time reaches this job's user's;
+- simulated (with --simulations N): no formula, the policy itself played N
+  times from what is known at the submit, each user's new work arriving at
+  random at their rate (jobs of the mean size); the mean start. What an
+  estimate from these rates could do at best, to compare with.
 
 What the model leaves out: the time between a job's end and the next
 claim (a median 16 ms measured), cold starts, and history that moves
@@ -48,16 +52,56 @@ from jobs.queue import fair_key  # noqa: E402
 
 STEPS = (4, 8, 12)
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
-ESTIMATORS = ("waiting only", "stretched", "catch-up")
+ESTIMATORS = ("waiting only", "stretched", "catch-up", "simulated")
 
 
 def mean_duration(steps: int) -> float:
     return 0.40 + 0.01 * steps
 
 
+def simulated_start(rng: random.Random, queue: list, used: dict[str, float], remaining: list[float],
+                    rates: dict[str, float], job_id: int, workers: int, simulations: int) -> float:
+    """
+    The mean start, in seconds from now, of job_id over `simulations` plays
+    of the fair policy from this state (`queue`: id, user, estimated seconds,
+    in submission order), new work arriving at random at each user's rate.
+    """
+    mean_job = statistics.mean(map(mean_duration, STEPS))
+    starts = []
+    for _ in range(simulations):
+        spent, waiting, new = dict(used), list(queue), 0
+        free = remaining + [0.0] * (workers - len(remaining))
+        heapq.heapify(free)
+        next_at = {user: rng.expovariate(rate / mean_job) for user, rate in rates.items() if rate > 0}
+        while True:
+            at = heapq.heappop(free)
+            for user in next_at:
+                while next_at[user] <= at:
+                    new += 1
+                    waiting.append((("new", new), user, mean_job))
+                    next_at[user] += rng.expovariate(rates[user] / mean_job)
+            oldest = {}
+            for rank, job in enumerate(waiting):
+                oldest.setdefault(job[1], (rank, job))
+            user = min(oldest, key=lambda name: fair_key(spent.get(name, 0.0), 1.0, oldest[name][0]))
+            rank, (chosen, _, duration) = oldest[user]
+            del waiting[rank]
+            if chosen == job_id:
+                starts.append(at)
+                break
+            spent[user] = spent.get(user, 0.0) + duration
+            heapq.heappush(free, at + duration)
+    return statistics.mean(starts)
+
+
+def estimators_of(args) -> list[str]:
+    return [name for name in ESTIMATORS if name != "simulated" or args.simulations]
+
+
 def simulate(seed: int, args) -> dict[str, list[float]]:
     """One run: each estimator's |estimated - actual start| / actual wait for the jobs that waited >= 1 s."""
     rng = random.Random(seed)
+    plays = random.Random(f"plays {seed}")  # the simulated estimator's own: the runs stay the same with or without it
     users = [f"u{n}" for n in range(1, args.users + 1)]
     # Each user submits a 1/users share of the load.
     gap = args.users * statistics.mean(map(mean_duration, STEPS)) / (args.load * args.workers)
@@ -124,7 +168,11 @@ def simulate(seed: int, args) -> dict[str, list[float]]:
         estimated["stretched"][job_id] = now + (alone - now) / (1 - share)
         estimated["catch-up"][job_id] = seconds(estimates.play_forward(now_at, queue, used, {}, remaining,
                                                                        args.workers, rates))
+        if args.simulations:
+            estimated["simulated"][job_id] = now + simulated_start(plays, queue, used, remaining, rates, job_id,
+                                                                   args.workers, args.simulations)
 
+    estimators = estimators_of(args)
     submitted_by = {}
     for job_id, (at, user, guess, actual) in enumerate(arrivals):
         # Jobs that end before this submit, in order, each followed by its worker's next claim.
@@ -145,11 +193,11 @@ def simulate(seed: int, args) -> dict[str, list[float]]:
         ran.append((started, ends, who))
         claim(ends)
 
-    errors = {name: [] for name in ESTIMATORS}
+    errors = {name: [] for name in estimators}
     for job_id in estimated["catch-up"]:
         wait = started_at[job_id] - submitted_at[job_id]
         if wait >= 1.0:  # as bench/fairness.py counts
-            for name in ESTIMATORS:
+            for name in estimators:
                 errors[name].append((estimated[name][job_id] - started_at[job_id]) / wait)
     return errors
 
@@ -162,10 +210,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--load", type=float, default=0.8, help="submitted work over the workers' capacity")
     parser.add_argument("--window", type=float, default=3600, help="VIDEOGEN_FAIR_WINDOW, seconds")
+    parser.add_argument("--simulations", type=int, default=0,
+                        help="also the 'simulated' estimator, from this many plays per job (slow: 100 takes minutes)")
     args = parser.parse_args()
 
-    pooled = {name: [] for name in ESTIMATORS}
-    per_run = {name: [] for name in ESTIMATORS}
+    estimators = estimators_of(args)
+    pooled = {name: [] for name in estimators}
+    per_run = {name: [] for name in estimators}
     for seed in range(args.runs):
         for name, errors in simulate(seed, args).items():
             pooled[name] += errors
@@ -174,7 +225,7 @@ def main() -> None:
     print(f"{args.runs} simulated runs of {args.seconds:g} s: {args.users} users at random, {args.workers} worker(s), "
           f"load {args.load:g}; {len(pooled['catch-up'])} jobs waited >= 1 s")
     print(f"{'estimator':14} {'median':>7} {'p75':>7} {'p90':>7} {'early':>6}   median of one run: median (range)")
-    for name in ESTIMATORS:
+    for name in estimators:
         errors = sorted(abs(error) for error in pooled[name])
         early = sum(error < 0 for error in pooled[name]) / len(pooled[name])
         runs = per_run[name]

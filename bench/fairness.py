@@ -27,6 +27,12 @@ Parts:
   until none is left, with the fair claim and, alongside, a plain FIFO
   claim (oldest row, FOR UPDATE SKIP LOCKED). Claims per second, double
   claims (goal: none), and EXPLAIN of the claim's queries. PostgreSQL only.
+- build: the CPU one snapshot of 10,000 waiting jobs costs (what a web
+  process spends on a rebuild, in the background but for its first), with
+  every user submitting within estimates.ARRIVAL_WINDOW, so new work counts:
+  500 users with 20 waiting jobs each, then one user's 10,000 behind 500
+  users who each had a job run (each of the 10,000 can be overtaken by
+  all 500: the most work the estimate of new work does).
 - poll: GET /job (the whole Django stack, test client) on random pending
   jobs among 10,000, today's response (JobSerializer) against the new one
   with queue_position and estimates, alternating rounds (goal: within 10%).
@@ -54,7 +60,7 @@ JOB = {"fps": 8, "num_frames": 9, "width": 128, "height": 128, "num_inference_st
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="abc,eta,poll", help="comma-separated: abc, eta, claims, poll")
+    parser.add_argument("--parts", default="abc,eta,poll", help="comma-separated: abc, eta, claims, build, poll")
     parser.add_argument("--rounds", type=int, default=2, help="abc runs per policy (default 2)")
     parser.add_argument("--eta-seconds", type=float, default=180, help="how long users submit in eta (default 180)")
     parser.add_argument("--eta-csv", help="eta: also write every job's times to this CSV file")
@@ -418,6 +424,49 @@ def explain(connection) -> None:
 # --- poll -------------------------------------------------------------------------------
 
 
+def bench_build(args) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from jobs.estimates import cluster_beat, forget_snapshots, take_snapshot
+    from jobs.models import VideoGenerationJob
+
+    def ran(user_id: str, ago: float) -> VideoGenerationJob:
+        return VideoGenerationJob(user_id=user_id, prompt="p", model_name="tiny-random", seed=1, status="completed",
+                                  submitted_at=_ago(ago + 100), started_at=_ago(ago + 10), first_step_at=_ago(ago + 9),
+                                  stepped_at=_ago(ago + 1), completed_at=_ago(ago), current_step=8, **JOB)
+
+    def waiting(users: list[str]) -> list[VideoGenerationJob]:
+        start = timezone.now() - timedelta(minutes=5)
+        return [VideoGenerationJob(user_id=users[index % len(users)], prompt="p", model_name="tiny-random", seed=1,
+                                   submitted_at=start + timedelta(milliseconds=20 * index), **JOB)
+                for index in range(10_000)]
+
+    shapes = {
+        "500 users x 20 waiting": lambda: [*waiting([f"user{n}" for n in range(500)]),
+                                           *(ran(f"user{n}", 60 + n) for n in range(20))],
+        "1 user x 10,000 waiting, 500 others ran one": lambda: [*waiting(["big"]),
+                                                               *(ran(f"user{n}", 60 + n / 10) for n in range(500))],
+    }
+    print(f"\n== build: one snapshot of 10,000 waiting jobs ({connection.vendor}), CPU seconds, 5 builds each")
+    for label, jobs in shapes.items():
+        clear_jobs()
+        VideoGenerationJob.objects.bulk_create(jobs(), batch_size=1000)
+        cluster_beat("bench:1", None, 1)
+        forget_snapshots()
+        take_snapshot(None)  # the first loads what a process loads once (numpy among them)
+        builds = []
+        for _ in range(5):
+            forget_snapshots()
+            started = time.process_time()
+            snapshot = take_snapshot(None)
+            builds.append(time.process_time() - started)
+        estimated = sum(start is not None for _, start in snapshot.standing.values())
+        print(f"{label:<44} {', '.join(f'{build:.3f}' for build in builds)} s, median {statistics.median(builds):.3f} "
+              f"({estimated} starts estimated)")
+    clear_jobs()
+
+
 def bench_poll(args) -> None:
     from django.db import connection
     from django.test import Client
@@ -491,6 +540,8 @@ def main() -> int:
         bench_eta(args, log)
     if "claims" in parts:
         bench_claims(args)
+    if "build" in parts:
+        bench_build(args)
     if "poll" in parts:
         bench_poll(args)
     if data_dir is not None:

@@ -34,9 +34,10 @@ job's user's when the job's turn comes (Arrivals). The estimate before
 this one let every user who had used less stretch the whole wait, however
 little they had to catch up. bench/eta_model.py plays bench/fairness.py's
 scenario (3 users at random, one worker) against this code: median error
-38% without new work, 32% stretched, 25% with the catch-up
-(bench/RESULTS.md). What is left is which arrivals come, which no
-estimate can know.
+38% without new work, 32% stretched, 25% with the catch-up, and 24% when
+the policy itself is simulated with the same rates; the service measured
+27-30% with the catch-up against 44% stretched (bench/RESULTS.md). What
+is left is which arrivals come, which no estimate can know.
 
 Live workers per queue come from the qcluster parents' beats
 (ClusterBeat). Without history, or with no live worker, an estimate is
