@@ -293,11 +293,11 @@ class Arrivals:
         between those points, users whose new work would go first take at
         most MAX_ARRIVING_SHARE of the workers.
 
-        Solved for all jobs at once, with arrays: a queue of 10,000 jobs and
-        hundreds of users submitting is millions of terms. From the wait with
-        no user capped, which is too long, each step caps the users whose
-        cap that wait passes and solves again; the waits only shorten, and
-        stop once no user's status changes (at most one step per user).
+        Solved for many jobs at once, with arrays: a queue of 10,000 jobs and
+        hundreds of users submitting is millions of terms (a Python loop
+        over them took a second). It starts from the wait with no user
+        capped, the longest; each step caps the users whose cap that wait
+        passes and solves again, until no user's status changes.
         """
         if not self.users or not turns:
             return list(turns)
@@ -309,26 +309,26 @@ class Arrivals:
             turn = numpy.array(turns[begin:begin + WAITS_PER_BLOCK])
             share = numpy.array(shares[begin:begin + WAITS_PER_BLOCK])
             # Only the users whose new work goes before some job of the block.
-            users = int(numpy.searchsorted(finals, share.max(), side="left"))
-            if users == 0:
+            considered = int(numpy.searchsorted(finals, share.max(), side="left"))
+            if considered == 0:
                 waits.extend(turn.tolist())
                 continue
-            gap = share[:, None] - finals[:users]
+            gap = share[:, None] - finals[:considered]
             ahead = gap > 0
-            rate = numpy.where(ahead, rates[:users], 0.0)
+            rate = numpy.where(ahead, rates[:considered], 0.0)
             # Where a user's new work stops going first: cap / rate, the cap being gap x weight.
-            until = numpy.divide(gap * weights[:users], rate, out=numpy.full(gap.shape, numpy.inf), where=ahead)
+            until = numpy.divide(gap * weights[:considered], rate, out=numpy.full(gap.shape, numpy.inf), where=ahead)
             uncapped_slope = rate.sum(axis=1) / self.workers
             capped = numpy.zeros(gap.shape, dtype=bool)
             slope, fixed = uncapped_slope, 0.0
-            for _ in range(users + 1):
+            for _ in range(considered + 1):
                 wait = (turn + fixed) / (1.0 - numpy.minimum(slope, MAX_ARRIVING_SHARE))
                 now_capped = until <= wait[:, None]
                 if numpy.array_equal(now_capped, capped):
                     break
                 capped = now_capped
-                slope = uncapped_slope - (capped @ rates[:users]) / self.workers
-                fixed = ((gap * capped) @ weights[:users]) / self.workers
+                slope = uncapped_slope - (capped @ rates[:considered]) / self.workers
+                fixed = ((gap * capped) @ weights[:considered]) / self.workers
             waits.extend(numpy.maximum(wait, 0.0).tolist())
         return waits
 

@@ -1,5 +1,6 @@
 """GET /job's queue_position, estimated_start_at and estimated_completion_at (jobs/estimates.py)."""
 
+import random
 import threading
 import time
 from datetime import datetime, timedelta
@@ -277,6 +278,28 @@ def test_new_work_is_spread_over_the_workers():
     starts = starts_after_now(waiting, {"alice": 100.0, "bob": 115.0}, {"bob": 5.0}, workers=2)
 
     assert starts == {"a1": 0.0, "a2": 0.0, "a3": pytest.approx(10 + 5 / 2)}
+
+
+def test_each_wait_is_the_fixed_point_of_its_new_work_solved_for_many_jobs_at_once():
+    # 1,100 jobs (more than one block of estimates.WAITS_PER_BLOCK) and 40
+    # users at random: each wait W = turn + sum(min(rate x W, cap)) over the
+    # workers, as solved job by job, where new work never takes more than
+    # MAX_ARRIVING_SHARE of them.
+    rng = random.Random(4)
+    users = {f"u{n}": rng.uniform(0, 0.02) for n in range(40)}
+    finals = {user: rng.uniform(0, 500) for user in users}
+    weights = {user: rng.choice([1.0, 2.0]) for user in users}
+    arrivals = estimates.Arrivals.of(users, finals, weights, workers=2)
+    turns = sorted(rng.uniform(0, 3000) for _ in range(1100))
+    shares = sorted(rng.uniform(0, 600) for _ in range(1100))
+
+    waits = arrivals.waits(turns, shares)
+
+    assert waits == pytest.approx([arrivals.waits([turn], [share])[0] for turn, share in zip(turns, shares)])
+    for wait, turn, share in zip(waits, turns, shares):
+        new_work = sum(min(rate * wait, (share - finals[user]) * weights[user])
+                       for user, rate in users.items() if finals[user] < share)
+        assert wait == pytest.approx(turn + new_work / 2)
 
 
 # --- The duration model ---------------------------------------------------------------
