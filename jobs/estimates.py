@@ -70,7 +70,6 @@ under pytest's non-transactional django_db it cannot see the test's rows.
 tests/conftest.py sets it for every test.
 """
 
-import bisect
 import heapq
 import logging
 import os
