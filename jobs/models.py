@@ -536,6 +536,25 @@ class ClusterBeat(models.Model):
         db_table = "video_generation_cluster_beats"
 
 
+class QueueSnapshot(models.Model):
+    """
+    A queue's order and estimated starts as one process of the deployment
+    last built them (jobs/estimates.py), so that the others load them
+    instead of each reading the whole queue again.
+    """
+
+    # "" for the default queue, else a VIDEOGEN_MODEL_QUEUES queue.
+    queue = models.CharField(max_length=100, primary_key=True)
+    taken_at = models.DateTimeField()
+    # How long the build took: rebuilds wait for estimates.REBUILD_SHARE of it.
+    build_seconds = models.FloatField()
+    # estimates.encode_standing(): each waiting job's id, position and estimated start.
+    standing = models.BinaryField()
+
+    class Meta:
+        db_table = "video_generation_queue_snapshots"
+
+
 # Keys this process checked, by the SHA-256 of the presented text: (key,
 # when checked). Only live keys are kept, at most MAX_CACHED_KEYS of them.
 _checked_keys: dict[str, tuple["ApiKey", float]] = {}

@@ -3,6 +3,7 @@
 import random
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from jobs import estimates
 from jobs.estimates import cluster_beat, estimated_duration, forget_snapshots
-from jobs.models import Status
+from jobs.models import QueueSnapshot, Status
 from tests.conftest import FAST_JOB
 
 ESTIMATE_FIELDS = ("queue_position", "estimated_start_at", "estimated_completion_at")
@@ -352,7 +353,12 @@ def test_no_history_no_duration(make_job):
 
 
 class FakeSnapshots:
-    """take_snapshot's stand-in: counts builds; each build can be held until released."""
+    """
+    Where a process gets a new snapshot from (estimates._fresh_snapshot:
+    the deployment's stored one or a build), stood in for: counts builds;
+    each build can be held until released. A background thread may not
+    use the test's database.
+    """
 
     def __init__(self, job_ids):
         self.job_ids = job_ids
@@ -361,7 +367,7 @@ class FakeSnapshots:
         self.hold.set()
         self.started = threading.Event()
 
-    def __call__(self, queue):
+    def __call__(self, queue, newer_than=None):
         self.builds += 1
         self.started.set()
         assert self.hold.wait(10)
@@ -383,7 +389,7 @@ def test_a_poll_during_a_rebuild_is_answered_at_once_from_the_previous_snapshot(
                                                                                monkeypatch):
     job = make_job()
     fake = FakeSnapshots(lambda: [job.id])
-    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    monkeypatch.setattr(estimates, "_fresh_snapshot", fake)
     assert estimates.queue_standing(job) == (1, None)  # no snapshot yet: built inline
     monkeypatch.setattr(estimates, "SNAPSHOT_TTL", 0.0)
     fake.hold.clear()
@@ -405,7 +411,7 @@ def test_a_job_newer_than_the_snapshot_is_unknown_until_one_background_rebuild(i
     first = make_job(submitted_at=ago(10))
     known = [first.id]
     fake = FakeSnapshots(lambda: known)
-    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    monkeypatch.setattr(estimates, "_fresh_snapshot", fake)
     estimates.queue_standing(first)
     fake.hold.clear()
     new = make_job()
@@ -423,7 +429,7 @@ def test_a_job_newer_than_the_snapshot_is_unknown_until_one_background_rebuild(i
 def test_without_a_snapshot_concurrent_polls_build_one_inline(in_background, make_job, monkeypatch):
     job = make_job()
     fake = FakeSnapshots(lambda: [job.id])
-    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    monkeypatch.setattr(estimates, "_fresh_snapshot", fake)
     fake.hold.clear()
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(estimates.queue_standing(job))) for _ in range(4)]
@@ -441,7 +447,7 @@ def test_without_a_snapshot_concurrent_polls_build_one_inline(in_background, mak
 
 def test_the_rebuild_thread_closes_its_database_connection(in_background, make_job, monkeypatch):
     job = make_job()
-    monkeypatch.setattr(estimates, "take_snapshot", FakeSnapshots(lambda: [job.id]))
+    monkeypatch.setattr(estimates, "_fresh_snapshot", FakeSnapshots(lambda: [job.id]))
     estimates.queue_standing(job)
     closed_in = []
     monkeypatch.setattr(estimates, "connection", type("Connection", (), {
@@ -458,7 +464,7 @@ def test_the_rebuild_thread_closes_its_database_connection(in_background, make_j
 def test_a_slow_build_stretches_the_time_to_the_next_one(in_background, make_job, monkeypatch):
     job = make_job()
     fake = FakeSnapshots(lambda: [job.id])
-    monkeypatch.setattr(estimates, "take_snapshot", fake)
+    monkeypatch.setattr(estimates, "_fresh_snapshot", fake)
     estimates.queue_standing(job)
     snapshot = estimates._snapshots[None]
     snapshot.build_seconds = 1.0  # a rebuild at most every 20 s (5% of the time)
@@ -472,3 +478,91 @@ def test_a_slow_build_stretches_the_time_to_the_next_one(in_background, make_job
     estimates.queue_standing(job)
     estimates.wait_for_rebuilds(5)
     assert fake.builds == 2
+
+
+# --- One snapshot for the deployment ---------------------------------------------------------
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Every take_snapshot() call, in order (the real one runs)."""
+    calls = []
+    real = estimates.take_snapshot
+
+    def counted(queue):
+        calls.append(queue)
+        return real(queue)
+
+    monkeypatch.setattr(estimates, "take_snapshot", counted)
+    return calls
+
+
+def another_process():
+    """This process, as a second process of the deployment would start: no snapshot of its own."""
+    estimates._snapshots.clear()
+
+
+def test_a_process_loads_the_snapshot_another_process_stored_instead_of_building_one(api, make_job, history,
+                                                                                     builds):
+    history(10)
+    cluster_beat("host:1", None, 1)
+    jobs = [make_job(user_id=user, submitted_at=ago(30 - n)) for n, user in enumerate(["alice", "bob", "alice"])]
+    first = [standing(api, job) for job in jobs]
+    another_process()
+
+    second = [standing(api, job) for job in jobs]
+
+    assert second == first
+    assert [position["queue_position"] for position in second] == [1, 2, 3]
+    assert all(position["estimated_start_at"] for position in second)
+    assert builds == [None]
+
+
+def test_a_stored_snapshot_past_its_age_is_built_again(api, make_job, builds):
+    job = make_job()
+    standing(api, job)
+    QueueSnapshot.objects.update(taken_at=ago(estimates.SNAPSHOT_TTL + 1))
+    another_process()
+
+    assert standing(api, job)["queue_position"] == 1
+    assert builds == [None, None]
+
+
+def test_a_job_newer_than_the_stored_snapshot_is_built_for(api, make_job, builds):
+    standing(api, make_job(user_id="alice", submitted_at=ago(10)))
+    newer = make_job(user_id="bob")
+    another_process()
+
+    assert standing(api, newer)["queue_position"] == 2
+    assert builds == [None, None]
+
+
+def test_each_queue_has_its_own_stored_snapshot(api, make_job, builds, settings):
+    settings.VIDEOGEN_MODEL_QUEUES = {"tiny-random-wan": "wan"}
+    tiny, wan = make_job(), make_job(model_name="tiny-random-wan")
+    standing(api, tiny), standing(api, wan)
+    another_process()
+
+    assert standing(api, tiny)["queue_position"] == 1 and standing(api, wan)["queue_position"] == 1
+    assert sorted(QueueSnapshot.objects.values_list("queue", flat=True)) == ["", "wan"]
+    assert sorted(builds, key=str) == [None, "wan"]
+
+
+def test_a_stored_snapshot_keeps_every_position_and_start_to_the_microsecond():
+    start = datetime(2026, 11, 26, 14, 30, 1, 123457, tzinfo=dt_timezone.utc)
+    standing_ = {uuid.uuid4(): (1, start), uuid.uuid4(): (2, None), uuid.uuid4(): (30_000, start + timedelta(days=3))}
+
+    assert estimates.decode_standing(memoryview(estimates.encode_standing(standing_))) == standing_
+
+
+def test_an_older_snapshot_does_not_replace_a_newer_stored_one(db):
+    newer = estimates.Snapshot(timezone.now(), time.monotonic(), standing={uuid.uuid4(): (1, None)})
+    older = estimates.Snapshot(newer.taken_at - timedelta(seconds=1), time.monotonic(), standing={})
+
+    estimates._store(None, newer)
+    estimates._store(None, older)
+
+    stored = QueueSnapshot.objects.get(queue="")
+    assert stored.taken_at == newer.taken_at
+    assert estimates.decode_standing(stored.standing) == newer.standing
+
