@@ -70,11 +70,13 @@ the deployment stored (QueueSnapshot, one row per queue): if that was
 taken after the process's own, after the polled job entered the queue if
 its own lacks it, and less than SNAPSHOT_TTL ago, it loads that instead of
 reading the whole queue (a 10,000-job snapshot is 280 KB). Otherwise it
-builds one and stores it for the others, over an older one only. With
-processes rebuilding at different moments, one builds per SNAPSHOT_TTL
-and the rest load; two that both find nothing fresh both build, which
-costs what every rebuild cost before. All processes answer from the same
-order.
+claims the build (building_until, for BUILD_LEASE at most: a conditional
+UPDATE, so one process wins), builds, and stores the snapshot for the
+others. A process that finds the build claimed waits for it in its
+background thread; its first snapshot does not wait: it loads the stored
+one if that holds the polled job, whatever its age, else builds its own
+and keeps it. So one process per deployment reads the queue per
+SNAPSHOT_TTL, and all answer from the same order.
 
 REBUILD_INLINE (for tests) rebuilds in the polling thread instead, at
 once: a background thread has its own database connection, and
@@ -94,7 +96,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Count, F, FloatField, Min, Sum
+from django.db.models import Count, F, FloatField, Min, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -117,6 +119,11 @@ ARRIVAL_MIN_SPAN = 10.0
 # Expected arrivals may take at most this share of the workers: past it a
 # wait would grow without bound, which no queue that drains has.
 MAX_ARRIVING_SHARE = 0.9
+# A process building a queue's snapshot for the deployment holds its claim this
+# long at most (one that died mid-build is taken over after it); the others
+# look for the stored snapshot every BUILD_POLL seconds meanwhile.
+BUILD_LEASE = 30.0
+BUILD_POLL = 0.2
 # Arrivals.waits solves this many jobs' waits at a time (jobs x users arrays).
 WAITS_PER_BLOCK = 512
 # Tests: rebuild snapshots in the polling thread (see the module docstring).
@@ -507,39 +514,73 @@ def decode_standing(encoded: bytes | memoryview) -> dict[UUID, tuple[int, dateti
     }
 
 
-def _fresh_snapshot(queue: str | None, newer_than: datetime) -> Snapshot:
+def _fresh_snapshot(queue: str | None, newer_than: datetime, *, wait: bool) -> Snapshot | None:
     """
-    A snapshot of the queue taken after `newer_than`: the one another
-    process of the deployment stored, when it is that new and younger than
-    SNAPSHOT_TTL (one small query, and the stored snapshot read only then),
-    else one built here and stored for the others.
+    A snapshot of the queue taken after `newer_than` (see the module
+    docstring): the one the deployment stored, when it is that new and
+    younger than SNAPSHOT_TTL; else one this process builds and stores,
+    if no other process is building one. If another is, and `wait` (a
+    background rebuild), wait for it to be stored, up to BUILD_LEASE, and
+    None past that; not waiting (a process's first snapshot, or tests),
+    the newest stored one that is new enough whatever its age, or one
+    built here and kept to this process.
     """
-    now = timezone.now()
-    after = max(newer_than, now - timedelta(seconds=SNAPSHOT_TTL), _forgotten_at)
-    stored = (QueueSnapshot.objects.filter(queue=queue or "", taken_at__gt=after)
+    key = queue or ""
+    deadline = time.monotonic() + BUILD_LEASE
+    while True:
+        now = timezone.now()
+        stored = _stored(key, max(newer_than, now - timedelta(seconds=SNAPSHOT_TTL)), now)
+        if stored is not None:
+            return stored
+        if _claim_build(key, now):
+            snapshot = take_snapshot(queue)
+            _store(key, snapshot)
+            return snapshot
+        if not wait:
+            return _stored(key, newer_than, now) or take_snapshot(queue)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(BUILD_POLL)
+
+
+def _stored(key: str, after: datetime, now: datetime) -> Snapshot | None:
+    """The deployment's snapshot of the queue if it was taken after `after` (and after forget_snapshots())."""
+    stored = (QueueSnapshot.objects.filter(queue=key, taken_at__gt=max(after, _forgotten_at))
               .values_list("taken_at", "build_seconds", "standing").first())
-    if stored is not None:
-        taken_at, build_seconds, standing = stored
-        age = max((now - taken_at).total_seconds(), 0.0)
-        return Snapshot(taken_at, time.monotonic() - age, build_seconds, decode_standing(standing))
-    snapshot = take_snapshot(queue)
-    _store(queue, snapshot)
-    return snapshot
+    if stored is None:
+        return None
+    taken_at, build_seconds, standing = stored
+    age = max((now - taken_at).total_seconds(), 0.0)
+    return Snapshot(taken_at, time.monotonic() - age, build_seconds, decode_standing(standing))
 
 
-def _store(queue: str | None, snapshot: Snapshot) -> None:
-    fields = {"taken_at": snapshot.taken_at, "build_seconds": snapshot.build_seconds,
-              "standing": encode_standing(snapshot.standing)}
+def _claim_build(key: str, now: datetime) -> bool:
+    """Whether this process may build the queue's next snapshot: no other process is building one."""
+    until = now + timedelta(seconds=BUILD_LEASE)
+    free = Q(building_until__isnull=True) | Q(building_until__lt=now)
+    if QueueSnapshot.objects.filter(free, queue=key).update(building_until=until):
+        return True
     try:
         with transaction.atomic():
-            # Only over an older one: another process may have stored a newer snapshot meanwhile.
-            if not QueueSnapshot.objects.filter(queue=queue or "", taken_at__lt=snapshot.taken_at).update(**fields):
-                QueueSnapshot.objects.create(queue=queue or "", **fields)
+            # The queue's first: a row that nothing loads (taken at the epoch) holds the claim.
+            QueueSnapshot.objects.create(queue=key, taken_at=_EPOCH, build_seconds=0.0, standing=b"",
+                                         building_until=until)
+        return True
     except IntegrityError:
-        pass  # the row was there with a newer snapshot, or another process created it first
+        return False  # the row is there, and another process's claim on it
+
+
+def _store(key: str, snapshot: Snapshot) -> None:
+    """Store the snapshot this process built under its claim (over an older one only), and end the claim."""
+    fields = {"taken_at": snapshot.taken_at, "build_seconds": snapshot.build_seconds,
+              "standing": encode_standing(snapshot.standing), "building_until": None}
+    try:
+        with transaction.atomic():
+            if not QueueSnapshot.objects.filter(queue=key, taken_at__lt=snapshot.taken_at).update(**fields):
+                QueueSnapshot.objects.filter(queue=key).update(building_until=None)
     except DatabaseError:
-        # This process answers from its own snapshot; the others build theirs.
-        logger.exception("could not store the queue snapshot", extra={"queue": queue})
+        # This process answers from its own snapshot; the claim lapses after BUILD_LEASE.
+        logger.exception("could not store the queue snapshot", extra={"queue": key})
 
 
 # --- This process's snapshots ----------------------------------------------------------
@@ -577,9 +618,10 @@ def _rebuild_in_background(queue: str | None, snapshot: Snapshot, job: VideoGene
 def _rebuild(queue: str | None, delay: float, newer_than: datetime) -> None:
     try:
         time.sleep(delay)
-        snapshot = _fresh_snapshot(queue, newer_than)
-        with _snapshot_lock:
-            _snapshots[queue] = snapshot
+        snapshot = _fresh_snapshot(queue, newer_than, wait=True)
+        if snapshot is not None:
+            with _snapshot_lock:
+                _snapshots[queue] = snapshot
     except Exception:
         # The polls keep the previous snapshot; the next one past its age asks again.
         logger.exception("could not rebuild the queue snapshot", extra={"queue": queue})
@@ -603,7 +645,7 @@ def _snapshot_for(queue: str | None, job: VideoGenerationJob) -> Snapshot:
             snapshot = _snapshots.get(queue)
         # Another thread may have built it while this one waited.
         if snapshot is None or (REBUILD_INLINE and _needs_rebuild(snapshot, job)):
-            snapshot = _fresh_snapshot(queue, _wanted_after(snapshot, job))
+            snapshot = _fresh_snapshot(queue, _wanted_after(snapshot, job), wait=False)
             with _snapshot_lock:
                 _snapshots[queue] = snapshot
     return snapshot

@@ -550,6 +550,8 @@ class QueueSnapshot(models.Model):
     build_seconds = models.FloatField()
     # estimates.encode_standing(): each waiting job's id, position and estimated start.
     standing = models.BinaryField()
+    # A process is building the next snapshot until then: the others wait for it instead of building too.
+    building_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "video_generation_queue_snapshots"

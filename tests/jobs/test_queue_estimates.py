@@ -367,7 +367,7 @@ class FakeSnapshots:
         self.hold.set()
         self.started = threading.Event()
 
-    def __call__(self, queue, newer_than=None):
+    def __call__(self, queue, newer_than=None, *, wait=False):
         self.builds += 1
         self.started.set()
         assert self.hold.wait(10)
@@ -559,10 +559,69 @@ def test_an_older_snapshot_does_not_replace_a_newer_stored_one(db):
     newer = estimates.Snapshot(timezone.now(), time.monotonic(), standing={uuid.uuid4(): (1, None)})
     older = estimates.Snapshot(newer.taken_at - timedelta(seconds=1), time.monotonic(), standing={})
 
-    estimates._store(None, newer)
-    estimates._store(None, older)
+    for snapshot in (newer, older):
+        assert estimates._claim_build("", timezone.now())
+        estimates._store("", snapshot)
 
     stored = QueueSnapshot.objects.get(queue="")
-    assert stored.taken_at == newer.taken_at
+    assert stored.taken_at == newer.taken_at and stored.building_until is None
     assert estimates.decode_standing(stored.standing) == newer.standing
 
+
+def another_process_is_building(standing=None, taken_at=None) -> None:
+    """The queue's row as while another process builds: its claim for BUILD_LEASE, and what it stored before."""
+    snapshot = estimates.Snapshot(taken_at or ago(600), 0.0, standing=standing or {})
+    QueueSnapshot.objects.create(queue="", taken_at=snapshot.taken_at, build_seconds=0.1,
+                                 standing=estimates.encode_standing(snapshot.standing),
+                                 building_until=timezone.now() + timedelta(seconds=estimates.BUILD_LEASE))
+
+
+def test_while_another_process_builds_a_rebuild_waits_for_its_snapshot(transactional_db, builds):
+    another_process_is_building()
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(estimates._fresh_snapshot(None, ago(1), wait=True)))
+    waiting.start()
+    time.sleep(3 * estimates.BUILD_POLL)
+    assert got == [] and builds == []
+
+    # The other process stores what it built.
+    job_id, start = uuid.uuid4(), timezone.now() + timedelta(seconds=30)
+    QueueSnapshot.objects.update(taken_at=timezone.now(), standing=estimates.encode_standing({job_id: (1, start)}),
+                                 building_until=None)
+    waiting.join(5)
+
+    assert got[0].standing == {job_id: (1, start)}
+    assert builds == []
+
+
+def test_a_claim_past_its_lease_is_taken_over(db, builds):
+    another_process_is_building()
+    QueueSnapshot.objects.update(building_until=ago(1))  # it died building
+
+    snapshot = estimates._fresh_snapshot(None, ago(1), wait=True)
+
+    assert builds == [None]
+    stored = QueueSnapshot.objects.get(queue="")
+    assert (stored.taken_at, stored.building_until) == (snapshot.taken_at, None)
+
+
+def test_a_rebuild_waits_no_longer_than_a_lease_and_keeps_its_snapshot(db, builds, monkeypatch):
+    another_process_is_building()
+    # A claim for longer than this process's lease (another host's clock ahead, say).
+    monkeypatch.setattr(estimates, "BUILD_LEASE", 0.5)
+
+    assert estimates._fresh_snapshot(None, ago(1), wait=True) is None
+    assert builds == []
+
+
+def test_a_first_snapshot_does_not_wait_for_another_process(db, make_job, builds, monkeypatch):
+    monkeypatch.setattr(estimates, "_forgotten_at", ago(3600))  # what was stored before this test counts
+    job = make_job(submitted_at=ago(700))
+    # The stored snapshot is older than SNAPSHOT_TTL, but holds the job: loaded, not waited for.
+    another_process_is_building({job.id: (1, None)}, taken_at=ago(60))
+    assert estimates._fresh_snapshot(None, ago(700), wait=False).standing == {job.id: (1, None)}
+    # A newer job than it: built here, and kept to this process (the other's claim stands).
+    newer = make_job()
+    assert estimates._fresh_snapshot(None, ago(1), wait=False).standing.keys() == {job.id, newer.id}
+    assert builds == [None]
+    assert QueueSnapshot.objects.get(queue="").building_until > timezone.now()
