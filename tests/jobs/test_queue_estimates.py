@@ -552,7 +552,11 @@ def test_a_stored_snapshot_keeps_every_position_and_start_to_the_microsecond():
     start = datetime(2026, 11, 26, 14, 30, 1, 123457, tzinfo=dt_timezone.utc)
     standing_ = {uuid.uuid4(): (1, start), uuid.uuid4(): (2, None), uuid.uuid4(): (30_000, start + timedelta(days=3))}
 
-    assert estimates.decode_standing(memoryview(estimates.encode_standing(standing_))) == standing_
+    decoded = estimates.decode_standing(memoryview(estimates.encode_standing(standing_)))
+
+    assert decoded == standing_
+    assert [decoded.get(job_id) for job_id in standing_] == list(standing_.values())
+    assert uuid.uuid4() not in decoded and decoded.get(uuid.uuid4(), (None, None)) == (None, None)
 
 
 def test_an_older_snapshot_does_not_replace_a_newer_stored_one(db):
