@@ -121,8 +121,9 @@ ARRIVAL_MIN_SPAN = 10.0
 # wait would grow without bound, which no queue that drains has.
 MAX_ARRIVING_SHARE = 0.9
 # A process building a queue's snapshot for the deployment holds its claim this
-# long at most (one that died mid-build is taken over after it); the others
-# look for the stored snapshot every BUILD_POLL seconds meanwhile.
+# long at most (one that died mid-build is taken over after it; hosts' clocks
+# need only agree within seconds); the others look for the stored snapshot
+# every BUILD_POLL seconds meanwhile.
 BUILD_LEASE = 30.0
 BUILD_POLL = 0.2
 # Arrivals.waits solves this many jobs' waits at a time (jobs x users arrays).
@@ -556,7 +557,12 @@ def _fresh_snapshot(queue: str | None, newer_than: datetime, *, wait: bool) -> S
         if stored is not None:
             return stored
         if _claim_build(key, now):
-            snapshot = take_snapshot(queue)
+            try:
+                snapshot = take_snapshot(queue)
+            except Exception:
+                # Let the others build rather than wait out the claim.
+                QueueSnapshot.objects.filter(queue=key).update(building_until=None)
+                raise
             _store(key, snapshot)
             return snapshot
         if not wait:

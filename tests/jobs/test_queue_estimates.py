@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
+from django.db import DatabaseError
 from django.utils import timezone
 
 from jobs import estimates
@@ -629,3 +630,15 @@ def test_a_first_snapshot_does_not_wait_for_another_process(db, make_job, builds
     assert estimates._fresh_snapshot(None, ago(1), wait=False).standing.keys() == {job.id, newer.id}
     assert builds == [None]
     assert QueueSnapshot.objects.get(queue="").building_until > timezone.now()
+
+
+def test_a_build_that_fails_ends_its_claim(db, monkeypatch):
+    def failing(queue):
+        raise DatabaseError("the queue could not be read")
+
+    monkeypatch.setattr(estimates, "take_snapshot", failing)
+
+    with pytest.raises(DatabaseError):
+        estimates._fresh_snapshot(None, ago(1), wait=True)
+    assert QueueSnapshot.objects.get(queue="").building_until is None
+
