@@ -521,6 +521,8 @@ class StoredStanding(Mapping):
         self._entries = entries  # job id's bytes -> (position, microseconds since the epoch or NO_START)
 
     def __getitem__(self, job_id: UUID) -> tuple[int, datetime | None]:
+        if not isinstance(job_id, UUID):
+            raise KeyError(job_id)
         position, micros = self._entries[job_id.bytes]
         return position, None if micros == NO_START else _EPOCH + timedelta(microseconds=micros)
 
