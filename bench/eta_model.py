@@ -59,6 +59,18 @@ def mean_duration(steps: int) -> float:
     return 0.40 + 0.01 * steps
 
 
+def fair_choice(users: list[str], used: dict[str, float]) -> int:
+    """
+    Which waiting job the fair policy runs next (jobs.queue, weights all 1),
+    given each job's user in submission order: the oldest job of the user
+    who used least, ties to the oldest.
+    """
+    oldest: dict[str, int] = {}
+    for rank, user in enumerate(users):
+        oldest.setdefault(user, rank)
+    return oldest[min(oldest, key=lambda user: fair_key(used.get(user, 0.0), 1.0, oldest[user]))]
+
+
 def simulated_start(rng: random.Random, queue: list, used: dict[str, float], remaining: list[float],
                     rates: dict[str, float], job_id: int, workers: int, simulations: int) -> float:
     """
@@ -80,12 +92,7 @@ def simulated_start(rng: random.Random, queue: list, used: dict[str, float], rem
                     new += 1
                     waiting.append((("new", new), user, mean_job))
                     next_at[user] += rng.expovariate(rates[user] / mean_job)
-            oldest = {}
-            for rank, job in enumerate(waiting):
-                oldest.setdefault(job[1], (rank, job))
-            user = min(oldest, key=lambda name: fair_key(spent.get(name, 0.0), 1.0, oldest[name][0]))
-            rank, (chosen, _, duration) = oldest[user]
-            del waiting[rank]
+            chosen, user, duration = waiting.pop(fair_choice([job[1] for job in waiting], spent))
             if chosen == job_id:
                 starts.append(at)
                 break
@@ -133,12 +140,8 @@ def simulate(seed: int, args) -> dict[str, list[float]]:
     def claim(now: float) -> None:
         while waiting and len(running) < args.workers:
             used = used_at(now)
-            oldest = {}
-            for job in waiting:
-                oldest.setdefault(job[2], job)
-            user = min(oldest, key=lambda name: fair_key(used.get(name, 0.0), 1.0, oldest[name][0]))
-            job = oldest[user]
-            waiting.remove(job)
+            job = waiting.pop(fair_choice([job[2] for job in waiting], used))
+            user = job[2]
             running[job[1]] = (now, now + job[4], user, job[3])
             started_at[job[1]] = now
 
