@@ -125,7 +125,8 @@ class CompiledOnce:
     poll that took as long as the database took to answer it; a submit's
     active-job count cost 400 µs of CPU where running its SQL costs 100, and
     its INSERT of the job's 35 columns a quarter of the whole submit's CPU
-    (bench/RESULTS.md, hot paths).
+    (bench/RESULTS.md, hot paths). On PostgreSQL the database keeps them
+    parsed and planned too (_prepared_cursor).
     """
 
     def __init__(self):
@@ -172,7 +173,8 @@ class CompiledQuery(CompiledOnce):
             for slot in slots
         ]
         before_sql, before_params = before
-        with connection.cursor() as cursor:
+        # Prepared once per connection where the backend can (videogen/postgresql); not with `before`, two statements.
+        with connection.cursor() if before_sql else _prepared_cursor(connection) as cursor:
             if before_sql:
                 cursor.execute(f"{before_sql}; {sql}", [*before_params, *params])
                 cursor.nextset()
@@ -219,7 +221,7 @@ class CompiledInsert(CompiledOnce):
         sql, fields = self.compiled(alias)
         connection = connections[alias]
         params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
-        with connection.cursor() as cursor:
+        with _prepared_cursor(connection) as cursor:
             cursor.execute(sql, params)
         instance._state.adding = False
         instance._state.db = alias
@@ -235,6 +237,12 @@ class CompiledInsert(CompiledOnce):
         if len(params) != len(fields) or sql.count("%s") != len(fields):
             raise AssertionError(f"the INSERT has other placeholders than one per column: {sql!r}")
         return sql, fields
+
+
+def _prepared_cursor(connection):
+    """A cursor whose statements the database keeps parsed and planned (videogen/postgresql), else a plain one."""
+    prepared_cursor = getattr(connection, "prepared_cursor", None)
+    return connection.cursor() if prepared_cursor is None else prepared_cursor()
 
 
 def _stand_in(name: str, field: models.Field, number: int):

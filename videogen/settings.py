@@ -155,8 +155,14 @@ if DATABASE_URL:
         )
     }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # Django's backend, minus a health check per request on a busy connection.
+        # Django's backend, minus a health check per request on a busy
+        # connection, plus prepared statements for the hot paths' few
+        # statements (videogen/postgresql/base.py). Off for a pooler that
+        # cannot keep a prepared statement on the connection that prepared it.
         DATABASES["default"]["ENGINE"] = "videogen.postgresql"
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+            5 if envbool("VIDEOGEN_DB_PREPARED_STATEMENTS", True) else None
+        )
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _sqlite_path}}
 
