@@ -11,6 +11,7 @@ box, so it moves less between runs and shows what a code change did.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_handler .venv/bin/python bench/handler.py --requests 2000
     .venv/bin/python bench/handler.py --profile          # also each row's top lines (cProfile, CPU clock)
     .venv/bin/python bench/handler.py --root /work/wt-old  # the code of another checkout (a worktree at an older commit)
+    .venv/bin/python bench/handler.py --ladder        # also a poll built up step by step (bench/ladder.py)
 
 Rows: the bare view, GET /job for a pending and a completed job of alice's
 (auth none), and POST /generate with the ORM broker (no worker runs, so
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per row and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print each row's top 25 lines by cumulative CPU")
+    parser.add_argument("--ladder", action="store_true",
+                        help="also the steps from the bare view to a poll, each a view of its own (bench/ladder.py)")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parent.parent),
                         help="the checkout whose code to measure (default: this one)")
     args = parser.parse_args()
@@ -62,6 +65,16 @@ def main() -> None:
         handler = WSGIHandler()
         rows = [
             ("bare view", "GET", "/bare", "", "bench.bare"),
+            *([
+                ("ladder: SELECT 1", "GET", "/ladder/select-1", "", "bench.ladder"),
+                ("ladder: the compiled read, no model", "GET", f"/ladder/read/{job_ids['job']}", "user_id=alice",
+                 "bench.ladder"),
+                ("ladder: + the model instance", "GET", f"/ladder/model/{job_ids['job']}", "user_id=alice",
+                 "bench.ladder"),
+                ("ladder: + serializer, plain view", "GET", f"/ladder/plain/{job_ids['job']}", "user_id=alice",
+                 "bench.ladder"),
+                ("ladder: + DRF APIView", "GET", f"/ladder/apiview/{job_ids['job']}", "user_id=alice", "bench.ladder"),
+            ] if args.ladder else []),
             ("GET /api/v1/job/{pending}?user_id=alice", "GET", f"/api/v1/job/{job_ids['pending']}", "user_id=alice", None),
             ("GET /api/v1/job/{job}?user_id=alice", "GET", f"/api/v1/job/{job_ids['job']}", "user_id=alice", None),
             ("POST /api/v1/generate (orm)", "POST", POST_PATH, "", None),
@@ -77,7 +90,9 @@ def main() -> None:
                         _call(handler, method, path, query)
                     per_request[label].append((time.process_time() - started) / args.requests * 1e6)
         if args.profile:
-            for label, method, path, query, urlconf in rows[1:]:
+            for label, method, path, query, urlconf in rows:
+                if urlconf:
+                    continue  # the bare view and the ladder: the API's rows only
                 profiles[label].enable()
                 for _ in range(args.requests):
                     _call(handler, method, path, query)
@@ -99,7 +114,7 @@ def main() -> None:
         print(f"{label:48} {median:8.0f} {min(figures):6.0f}-{max(figures):<6.0f} {median / bare:7.2f}")
     if args.profile:
         for label, profile in profiles.items():
-            if label == "bare view":
+            if not profile.getstats():
                 continue
             out = io.StringIO()
             pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(25)
