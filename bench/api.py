@@ -254,14 +254,19 @@ def _cpu_seconds(group: int, database: str | None) -> dict[str, dict[int, float]
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError):
             pid = int(stat.parent.name)
-            # After "(comm)": state, ppid, pgrp, ... utime and stime are the 12th and 13th.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-            if int(fields[2]) == group:
+            process_group, seconds = process_cpu(pid)
+            if process_group == group:
                 used["app"][pid] = seconds
             elif pid in backends:
                 used["db"][pid] = seconds
     return used
+
+
+def process_cpu(pid: int) -> tuple[int, float]:
+    """(its process group, the user + system CPU seconds it has used) of a process, from /proc."""
+    # After "(comm)": state, ppid, pgrp, ... utime and stime are the 12th and 13th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _cpu_between(before: dict[int, float], after: dict[int, float]) -> float:

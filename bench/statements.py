@@ -91,6 +91,8 @@ def main() -> None:
 
 def _measure(psycopg, dsn: dict, way: str, sql: str, make_params, autocommit: bool, runs: int) -> tuple[float, float]:
     """(database µs, client µs) per execution; without autocommit, the rows are rolled back at the end."""
+    from bench.api import process_cpu
+
     options = {"cursor_factory": psycopg.ClientCursor} if way == "client" else {
         "prepare_threshold": 0 if way == "prepared" else None
     }
@@ -100,19 +102,13 @@ def _measure(psycopg, dsn: dict, way: str, sql: str, make_params, autocommit: bo
         for _ in range(50):
             cursor.execute(sql, make_params())
         all_params = [make_params() for _ in range(runs)]
-        database, client = _cpu(server), time.process_time()
+        database, client = process_cpu(server)[1], time.process_time()
         for params in all_params:
             cursor.execute(sql, params)
-        database, client = _cpu(server) - database, time.process_time() - client
+        database, client = process_cpu(server)[1] - database, time.process_time() - client
         if not autocommit:
             conn.rollback()
     return database / runs * 1e6, client / runs * 1e6
-
-
-def _cpu(pid: int) -> float:
-    """A process's user + system CPU seconds, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
