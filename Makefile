@@ -1,21 +1,31 @@
 # `make run` and `make test` work on a fresh clone: they build the virtualenv
-# from requirements.txt first (again only when requirements.txt changes).
+# first, and again only when the requirements change. `make run` installs the
+# runtime (requirements.lock); `make test` adds the test and bench tools
+# (requirements-dev.lock). Both are hash-pinned: `make lock` rebuilds them
+# from requirements.txt and requirements-dev.txt.
 SHELL := /bin/bash
 PYTHON ?= python3
 PORT ?= 8000
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast setup migrate clean
+.PHONY: run test test-fast setup setup-dev migrate lock clean
 
-$(INSTALLED): requirements.txt
+$(INSTALLED): requirements.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --require-hashes -r requirements.lock
 	touch $(INSTALLED)
 
+$(INSTALLED_DEV): $(INSTALLED) requirements-dev.txt requirements-dev.lock
+	$(PY) -m pip install --require-hashes -r requirements-dev.lock
+	touch $(INSTALLED_DEV)
+
 setup: $(INSTALLED)
+
+setup-dev: $(INSTALLED_DEV)
 
 migrate: $(INSTALLED)
 	$(PY) manage.py migrate --noinput
@@ -47,14 +57,34 @@ run: migrate
 	trap 'kill -INT $$web 2>/dev/null; kill -TERM $$worker $$hooks 2>/dev/null; wait $$worker $$hooks $$web' INT TERM EXIT; \
 	wait -n
 
-test: $(INSTALLED)
+test: $(INSTALLED_DEV)
 	$(PY) -m pytest
 
 # The inner loop: every in-process test, under a minute. Tests marked `slow`
 # (real processes: qcluster, gunicorn, `make run`, an S3 server, a browser, a
 # fresh Python; or Hypothesis fuzzing) run in `make test` only, as in CI.
-test-fast: $(INSTALLED)
+test-fast: $(INSTALLED_DEV)
 	$(PY) -m pytest -m "not slow"
+
+# The lock files, from requirements*.txt, with pip-tools in its own virtualenv.
+# requirements.lock and requirements-dev.lock are for our dev and CI machines,
+# where torch==2.13.0 is the CPU build; docker/requirements.lock is the image's,
+# resolved on PyPI alone (no local pip config), where it is the CUDA build with
+# its nvidia-* wheels. The dev lock keeps the runtime's pins (-c).
+# `make lock LOCK_ARGS=--upgrade` moves the unpinned transitive ones forward.
+PIPTOOLS := var/piptools
+COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(PIPTOOLS)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+
+$(PIPTOOLS)/bin/pip-compile:
+	$(PYTHON) -m venv $(PIPTOOLS)
+	$(PIPTOOLS)/bin/pip install --quiet pip-tools==7.7.0
+
+lock: $(PIPTOOLS)/bin/pip-compile
+	$(COMPILE) --output-file requirements.lock requirements.txt
+	$(COMPILE) --constraint requirements.lock --output-file requirements-dev.lock requirements-dev.txt
+	unset PIP_FIND_LINKS; PIP_CONFIG_FILE=/dev/null $(COMPILE) --index-url https://pypi.org/simple \
+		--output-file docker/requirements.lock requirements.txt
 
 clean:
 	rm -rf var/

@@ -20,19 +20,19 @@ Every figure is the median of --repeat loads after one warm-up load.
 """
 
 import argparse
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.admin_list` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import bench_database, setup_django  # noqa: E402
 
 urlpatterns: list = []
 
@@ -44,33 +44,16 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="print the plan of each page's row query")
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="videogen-bench-")
-    # Settings read the environment once: a scratch data dir keeps the bench's
-    # SQLite file (and static root) away from the real ones.
-    os.environ["VIDEOGEN_DATA_DIR"] = data_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    os.environ.setdefault("VIDEOGEN_LOG_LEVEL", "WARNING")
-
-    import django
+    data_dir = setup_django(quiet=True)
     from django.conf import settings
+    from django.db import connection
 
-    django.setup()
     settings.ROOT_URLCONF = __name__
     settings.ALLOWED_HOSTS = ["testserver"]
     _build_urls()
-
-    from django.db import connection
-
-    connection.settings_dict.setdefault("TEST", {})
-    if connection.vendor == "postgresql":
-        connection.settings_dict["TEST"]["NAME"] = "videogen_bench"
-    else:
-        connection.settings_dict["TEST"]["NAME"] = str(Path(data_dir) / "bench.sqlite3")
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    try:
+    name = "videogen_bench" if connection.vendor == "postgresql" else str(data_dir / "bench.sqlite3")
+    with bench_database(name, serialize=False):
         run(args.rows, args.repeat, explain=args.explain)
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
 def _build_urls() -> None:

@@ -4,7 +4,7 @@ HTTP throughput and latency of the API as served: gunicorn started as
 a fixed concurrency for a fixed time (in alternating rounds; medians), against a bare Django view on the same
 settings served the same way (bench/bare.py), run alongside as the baseline.
 
-    .venv/bin/python bench/api.py                          # GET /job, keys off and on (issue 12)
+    .venv/bin/python bench/api.py                          # GET /job, keys off and on
     .venv/bin/python bench/api.py --duration 20 --connections 16
     .venv/bin/python bench/api.py --path '/api/v1/videos?user_id=alice' --path /api/v1/models
     .venv/bin/python bench/api.py --auth none --path '/api/v1/job/{pending}?user_id=alice' --post \
@@ -33,23 +33,25 @@ view with one `SELECT 1` (a database round trip and nothing else).
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
-import random
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import http.client
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.api` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import (  # noqa: E402
+    POST_BODY, POST_PATH, POST_USERS, bench_database, cpu_between, cpu_seconds, gunicorn, post_body, python_load,
+    seed_jobs, setup_django,
+)
 
 DEFAULT_PATHS = ["/api/v1/job/{job}?user_id=alice"]
 
@@ -75,22 +77,12 @@ def main() -> None:
     paths = args.path or DEFAULT_PATHS
     modes = args.auth or ["none", "api_key"]
 
-    data_dir = tempfile.mkdtemp(prefix="videogen-bench-")
-    os.environ["VIDEOGEN_DATA_DIR"] = data_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    os.environ.setdefault("VIDEOGEN_LOG_LEVEL", "WARNING")
-    import django
+    data_dir = setup_django(quiet=True)
     from django.db import connection
 
-    django.setup()
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        job_ids, key = _seed(args.jobs)
-        from tests.cluster import test_database_url
-
-        server_env = {
-            **os.environ, "DATABASE_URL": test_database_url(), **dict(item.split("=", 1) for item in args.env),
-        }
+    with bench_database():
+        job_ids, key = seed_jobs(args.jobs)
+        server_env = dict(item.split("=", 1) for item in args.env)
         connection.close()
         client = "wrk" if shutil.which("wrk") and not args.python_client else "python"
         bare_env = server_env | {"DJANGO_SETTINGS_MODULE": "bench.bare"}
@@ -122,23 +114,22 @@ def main() -> None:
             servers = {}
             for label, mode, path, headers, env in scenarios:
                 if _server_key(env) not in servers:
-                    servers[_server_key(env)] = stack.enter_context(_server(env, args.server_arg, data_dir))
+                    servers[_server_key(env)] = stack.enter_context(
+                        gunicorn(env, data_dir / "gunicorn.log", args.server_arg))
             for _ in range(args.rounds):
                 for index, (label, mode, path, headers, env) in enumerate(scenarios):
                     port, group = servers[_server_key(env)]
-                    before = _cpu_seconds(group, database)
+                    before = cpu_seconds(group, database)
                     figures = _load(client, port, path, headers, args)
-                    after = _cpu_seconds(group, database)
-                    figures["app_us"] = _cpu_between(before["app"], after["app"]) / figures["requests"] * 1e6
-                    figures["db_us"] = _cpu_between(before["db"], after["db"]) / figures["requests"] * 1e6
+                    after = cpu_seconds(group, database)
+                    figures["app_us"] = cpu_between(before["app"], after["app"]) / figures["requests"] * 1e6
+                    figures["db_us"] = cpu_between(before["db"], after["db"]) / figures["requests"] * 1e6
                     runs[index].append(figures)
         results = [
             (label, mode, {name: statistics.median(run[name] for run in runs[index])
                            for name in ("rps", "p50", "p99", "app_us", "db_us")})
             for index, (label, mode, *_rest) in enumerate(scenarios)
         ]
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"{connection.vendor}, {args.connections} connections, {args.rounds} rounds of {args.duration:g} s, load from {client}, "
           f"gunicorn {' '.join(args.server_arg) or '(make run options)'}, {os.cpu_count()} cores")
@@ -173,44 +164,13 @@ ORIGINAL_SHARE_OF_BARE = {
 }
 
 
-# POST rows: a fixed small job from one of POST_USERS users at random. One
-# user's submits queue behind each other (the per-user active-job cap takes
-# a lock until the row is durably committed), so a single user measures
-# the disk's commit latency, not the API.
+# POST rows: a submit (bench.common.post_body()) sent as POST_PATH.
 POST = "POST"
-POST_PATH = "/api/v1/generate"
-POST_USERS = 1000
-POST_BODY = json.dumps({"user_id": "USER", "prompt": "a red fox in the snow", "width": 64, "height": 64,
-                        "num_frames": 9, "num_inference_steps": 2})
-
-
-def _post_body() -> str:
-    return POST_BODY.replace("USER", f"user{random.randrange(POST_USERS)}")
 
 
 def _server_key(env: dict) -> tuple:
     return tuple(env.get(name) for name in ("DJANGO_SETTINGS_MODULE", "VIDEOGEN_AUTH", "REDIS_URL",
                                             "VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER"))
-
-
-def _seed(jobs: int) -> tuple[dict[str, str], str]:
-    from django.db import connection
-
-    from jobs.models import ApiKey, Status, VideoGenerationJob
-
-    rows = [
-        VideoGenerationJob(user_id="alice" if index % 2 else "bob", prompt=f"prompt {index}", model_name="tiny-random",
-                           num_frames=9, width=64, height=64, num_inference_steps=2, guidance_scale=4.5, seed=index,
-                           status=Status.COMPLETED if index % 3 else Status.PENDING)
-        for index in range(jobs * 2)
-    ]
-    VideoGenerationJob.objects.bulk_create(rows, batch_size=1000)
-    _, key = ApiKey.issue(user_id="alice", name="bench")
-    # As autovacuum would have: without statistics the planner may walk a
-    # user's index instead of the primary key.
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE video_generation_jobs")
-    return {"job": str(rows[1].id), "pending": str(rows[3].id)}, key
 
 
 def _without_user_id(path: str) -> str:
@@ -219,63 +179,8 @@ def _without_user_id(path: str) -> str:
     return parts.path + (f"?{query}" if query else "")
 
 
-@contextlib.contextmanager
-def _server(env: dict, extra: list[str], data_dir: str):
-    from tests.server import gunicorn
-
-    log = Path(data_dir) / "gunicorn.log"
-    with gunicorn(log, env | {"VIDEOGEN_DATA_DIR": data_dir}, workers=None,
-                  args=["--access-logfile", "/dev/null", *extra]) as server:
-        # gunicorn runs in a session of its own: its process group is its pid.
-        yield server.port, server.process.pid
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(group: int, database: str | None) -> dict[str, dict[int, float]]:
-    """
-    CPU seconds used so far by each process of a process group ("app") and
-    each PostgreSQL backend serving `database` ("db"), by pid: a backend
-    may close (a connection past its age) or open between two readings.
-    """
-    backends = set()
-    if database:
-        import psycopg
-
-        from django.db import connection
-
-        params = {**connection.get_connection_params(), "dbname": "postgres"}
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
-        with psycopg.connect(**params, autocommit=True) as admin:
-            backends = {pid for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database])}
-    used: dict[str, dict[int, float]] = {"app": {}, "db": {}}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(stat.parent.name)
-            process_group, seconds = process_cpu(pid)
-            if process_group == group:
-                used["app"][pid] = seconds
-            elif pid in backends:
-                used["db"][pid] = seconds
-    return used
-
-
-def process_cpu(pid: int) -> tuple[int, float]:
-    """(its process group, the user + system CPU seconds it has used) of a process, from /proc."""
-    # After "(comm)": state, ppid, pgrp, ... utime and stime are the 12th and 13th.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[2]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
-    """What the processes alive at the end used since `before` (all of it for those started since)."""
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-
-
 def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
-    method, body = ("POST", _post_body()) if path == POST else ("GET", None)
+    method, body = ("POST", post_body()) if path == POST else ("GET", None)
     if path == POST:
         path, headers = POST_PATH, {**headers, "Content-Type": "application/json"}
     url = f"http://127.0.0.1:{port}{path}"
@@ -302,7 +207,7 @@ def _load(client: str, port: int, path: str, headers: dict, args) -> dict:
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
                 "requests": int(re.search(r"(\d+) requests in", out).group(1)),
                 "p50": _wrk_ms(out, "50%"), "p99": _wrk_ms(out, "99%")}
-    return _python_load(port, path, headers, args.connections, args.duration, method, body)
+    return python_load(port, path, headers, args.connections, args.duration, method, post_body if body else None)
 
 
 def _check(port: int, path: str, headers: dict, method: str = "GET", body: str | None = None) -> None:
@@ -318,40 +223,6 @@ def _check(port: int, path: str, headers: dict, method: str = "GET", body: str |
 def _wrk_ms(out: str, percentile: str) -> float:
     value, unit = re.search(rf"^\s+{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def _python_load(port: int, path: str, headers: dict, connections: int, duration: float, method: str = "GET",
-                 body: str | None = None) -> dict:
-    latencies: list[float] = []
-    errors: list[int] = []
-    deadline = time.monotonic() + duration
-
-    def worker():
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine = []
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            connection.request(method, path, body=_post_body() if body else None, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - started)
-            if response.status not in (200, 202):
-                errors.append(response.status)
-        latencies.extend(mine)
-        connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise SystemExit(f"{len(errors)} errors under load on {path}: {sorted(set(errors))}")
-    ordered = sorted(latencies)
-    return {"rps": len(ordered) / (time.monotonic() - started), "requests": len(ordered),
-            "p50": statistics.median(ordered) * 1000,
-            "p99": ordered[int(0.99 * (len(ordered) - 1))] * 1000}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """
-Fair share, queue positions and estimates, measured (issue 9).
+Fair share, queue positions and estimates, measured.
 
     .venv/bin/python bench/fairness.py                       # abc, eta, poll (SQLite)
     .venv/bin/python bench/fairness.py --parts abc --rounds 2
@@ -56,8 +56,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-JOB = {"fps": 8, "num_frames": 9, "width": 128, "height": 128, "num_inference_steps": 8, "guidance_scale": 4.5}
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.fairness` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import (  # noqa: E402
+    JOB, ROOT, clear_jobs, migrate, setup_django, start_qcluster, stop_process, submit, wait_finished, warm_up,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,19 +79,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def setup() -> Path | None:
-    data_dir = None
-    if not os.environ.get("DATABASE_URL"):
-        data_dir = Path(tempfile.mkdtemp(prefix="videogen-fairness-"))
-        os.environ["VIDEOGEN_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("VIDEOGEN_QUEUE_NAME", f"videogen-fairness-{os.getpid()}")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", "--noinput", verbosity=0)
+    data_dir = setup_django(data_dir=None if os.environ.get("DATABASE_URL") else "videogen-fairness-")
+    migrate()
     return data_dir
 
 
@@ -97,17 +91,15 @@ def fifo_order(queue, now):
 
     from jobs.queue import pending_for
 
-    oldest = dict(pending_for(queue).order_by().values_list("user_id").annotate(oldest=Min("submitted_at")))
+    # (priority, user_id) pairs, as jobs.queue.users_in_claim_order gives them; every job here is normal.
+    rows = pending_for(queue).order_by().values_list("priority", "user_id").annotate(oldest=Min("submitted_at"))
+    oldest = {(priority, user_id): at for priority, user_id, at in rows}
     return sorted(oldest, key=oldest.get)
 
 
 def run_fifo_qcluster() -> None:
     """A qcluster whose claims are FIFO: the patch is made before the workers fork."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    setup_django(data_dir=None)
     import jobs.queue
 
     jobs.queue.users_in_claim_order = fifo_order
@@ -116,56 +108,11 @@ def run_fifo_qcluster() -> None:
     call_command("qcluster")
 
 
-def clear_jobs() -> None:
-    from jobs.estimates import forget_snapshots
-    from jobs.models import VideoGenerationJob
-
-    VideoGenerationJob.objects.all().delete()
-    forget_snapshots()
-
-
-def submit(user_id: str, **fields):
-    from generation.params import GenerationParams
-    from jobs.lifecycle import job_create
-
-    params = GenerationParams(prompt="a fox in the snow", negative_prompt="", seed=None, model_name="tiny-random",
-                              **{**JOB, **fields})
-    job, _ = job_create(user_id=user_id, params=params)
-    return job
-
-
-def wait_finished(cluster, timeout: float = 900) -> None:
-    from jobs.models import ACTIVE, VideoGenerationJob
-
-    deadline = time.monotonic() + timeout
-    while VideoGenerationJob.objects.filter(status__in=ACTIVE).exists():
-        if cluster.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the cluster stopped or the jobs did not finish; see its log")
-        time.sleep(0.05)
-
-
-def start_cluster(log, fifo: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "VIDEOGEN_WORKERS": "1", "VIDEOGEN_QUEUE_POLL": "0.05", "VIDEOGEN_REAPER_INTERVAL": "5"}
-    command = [sys.executable, str(ROOT / "bench" / "fairness.py"), "--qcluster-fifo"] if fifo else \
-        [sys.executable, "manage.py", "qcluster"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_cluster(cluster: subprocess.Popen) -> None:
-    import signal
-
-    cluster.send_signal(signal.SIGTERM)
-    try:
-        cluster.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(cluster.pid, signal.SIGKILL)
-        cluster.wait()
-
-
-def warm_up(cluster, count: int = 1) -> None:
-    for _ in range(count):
-        submit("warm-up")
-    wait_finished(cluster)
+def start_cluster(log, fifo: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {"VIDEOGEN_WORKERS": "1", "VIDEOGEN_QUEUE_POLL": "0.05", "VIDEOGEN_REAPER_INTERVAL": "5",
+           **(env or {})}
+    command = [sys.executable, str(ROOT / "bench" / "fairness.py"), "--qcluster-fifo"] if fifo else None
+    return start_qcluster(log, env, command)
 
 
 # --- abc ------------------------------------------------------------------------------
@@ -186,7 +133,7 @@ def abc_once(log, fifo: bool) -> dict:
         jobs = list(VideoGenerationJob.objects.all())
         elapsed = max(job.completed_at for job in jobs) - min(job.submitted_at for job in jobs)
     finally:
-        stop_cluster(cluster)
+        stop_process(cluster)
     order = sorted(jobs, key=lambda job: job.started_at)
     result = {"jobs_per_min": len(jobs) / elapsed.total_seconds() * 60}
     for name, late in (("b", b), ("c", c)):
@@ -250,7 +197,7 @@ def bench_eta(args, data_log: Path) -> None:
                 next_at[user] = time.monotonic() + rng.expovariate(1 / mean_gap)
             wait_finished(cluster)
         finally:
-            stop_cluster(cluster)
+            stop_process(cluster)
             forget_snapshots()
             estimates.REBUILD_INLINE = False
     from django.utils.dateparse import parse_datetime

@@ -16,7 +16,7 @@ box, so it moves less between runs and shows what a code change did.
 Rows: the bare view, GET /job for a pending and a completed job of alice's
 (auth none), and POST /generate with the ORM broker (no worker runs, so
 submits pile up as pending jobs, as in bench/api.py). Builds a throwaway
-database as bench/api.py does (its _seed). The threads a row starts
+database as bench/api.py does (bench.common.seed_jobs). The threads a row starts
 (the submit counts' writer) are on the same CPU clock.
 """
 
@@ -24,13 +24,16 @@ import argparse
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.handler` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import POST_PATH, ROOT, bench_database, post_body, seed_jobs, setup_django  # noqa: E402
 
 
 def main() -> None:
@@ -40,28 +43,19 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print each row's top 25 lines by cumulative CPU")
     parser.add_argument("--ladder", action="store_true",
                         help="also the steps from the bare view to a poll, each a view of its own (bench/ladder.py)")
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parent.parent),
+    parser.add_argument("--root", default=str(ROOT),
                         help="the checkout whose code to measure (default: this one)")
     args = parser.parse_args()
 
+    # The measured code (videogen, jobs, generation) from --root; bench/ stays this checkout's.
     sys.path.insert(0, args.root)
-    os.environ["VIDEOGEN_DATA_DIR"] = tempfile.mkdtemp(prefix="videogen-bench-")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    os.environ.setdefault("VIDEOGEN_LOG_LEVEL", "WARNING")
-    os.environ["VIDEOGEN_AUTH"] = "none"
-    os.environ["VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER"] = "1000000000"
-    import django
+    setup_django(quiet=True, VIDEOGEN_AUTH="none", VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER="1000000000")
     from django.db import connection
-
-    django.setup()
     from django.core.handlers.wsgi import WSGIHandler
     from django.test import override_settings
 
-    from bench.api import POST_PATH, _seed
-
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        job_ids, _key = _seed(1000)
+    with bench_database():
+        job_ids, _key = seed_jobs(1000)
         handler = WSGIHandler()
         rows = [
             ("bare view", "GET", "/bare", "", "bench.bare"),
@@ -97,13 +91,11 @@ def main() -> None:
                 for _ in range(args.requests):
                     _call(handler, method, path, query)
                 profiles[label].disable()
-    finally:
         # This process's submit counts (jobs.metrics), written before their database goes, not at exit.
         from jobs import metrics
 
         if hasattr(metrics, "submit_counts"):
             metrics.submit_counts.write()
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"{connection.vendor}, in-process through Django's WSGI handler, {args.rounds} rounds of "
           f"{args.requests} requests, code from {args.root}")
@@ -122,9 +114,7 @@ def main() -> None:
 
 
 def _call(handler, method: str, path: str, query: str) -> None:
-    from bench.api import _post_body
-
-    body = _post_body().encode() if method == "POST" else b""
+    body = post_body().encode() if method == "POST" else b""
     environ = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "localhost",
         "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "localhost:8000", "wsgi.url_scheme": "http",

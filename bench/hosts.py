@@ -1,5 +1,5 @@
 """
-Several hosts on one machine (tests/hosts.py): host A serves the API on
+Several hosts on one machine (tests/support/hosts.py): host A serves the API on
 gunicorn, hosts B and C run one qcluster worker each, each in its own
 directory with its own data dir and VIDEOGEN_WORKER_HOST, sharing only
 PostgreSQL, Redis and an S3 server (moto, started here). Three scenarios,
@@ -27,13 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.hosts` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tests.hosts import (  # noqa: E402
+from bench.common import FINISHED, migrate, setup_django  # noqa: E402
+from tests.support.hosts import (  # noqa: E402
     FAST_RECOVERY, LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env,
 )
-FINISHED = {"completed", "failed", "cancelled"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -92,7 +92,7 @@ class Bench:
     def download(self, index: int) -> float:
         import requests
 
-        from tests.conftest import FAST_JOB
+        from tests.support.jobs import FAST_JOB
 
         b = self.host(WorkerHost, "host-b").start()
         started = time.monotonic()
@@ -145,17 +145,11 @@ def main() -> int:
             or not os.environ.get("REDIS_URL"):
         raise SystemExit("set DATABASE_URL (PostgreSQL) and REDIS_URL: the hosts share them")
     root = Path(tempfile.mkdtemp(prefix="videogen-hosts-"))
-    os.environ["VIDEOGEN_QUEUE_NAME"] = f"videogen-hosts-{os.getpid()}"
-    os.environ["VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER"] = "1000"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    import django
+    setup_django(data_dir=None, VIDEOGEN_QUEUE_NAME=f"videogen-hosts-{os.getpid()}",
+                 VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER="1000")
+    from tests.support.s3 import new_bucket, running_s3_server
 
-    django.setup()
-    from django.core.management import call_command
-
-    from tests.s3 import new_bucket, running_s3_server
-
-    call_command("migrate", "--noinput", verbosity=0)
+    migrate()
     figures: dict[str, list[float]] = {"download": [], "lost": [], "stopped": []}
     with running_s3_server(root / "moto.log") as server:
         bucket = new_bucket(server)

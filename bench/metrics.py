@@ -18,44 +18,47 @@ with the jobs table empty. The goal is under 50 ms at 1M rows on PostgreSQL.
 
 import argparse
 import os
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.metrics` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import bench_database, percentile, setup_django  # noqa: E402
 
 MODELS = ("tiny-random", "tiny-random-wan", "cogvideox-2b")
 
-POSTGRES_FILL = """
+# The columns both fills write: every NOT NULL one.
+INSERT = """
 INSERT INTO video_generation_jobs (
     id, user_id, prompt, negative_prompt, model_name, fps, num_frames, width, height, num_inference_steps,
     guidance_scale, seed, status, progress, current_step, error_message, error_code, attempts, worker,
-    run_info, output_file_path, poster, preview, request_fingerprint, submitted_at, started_at, completed_at)
-SELECT md5(n::text)::uuid, 'user' || (n %% 5000), 'a prompt number ' || n, '',
+    run_info, output_file_path, poster, preview, request_fingerprint, submitted_at, started_at, completed_at,
+    deployment, webhook_url, webhook_events, mode, image, last_image, image_fit, inputs, status_log, checkpoint,
+    checkpoint_step, priority, preemptions)
+"""
+
+POSTGRES_FILL = INSERT + """SELECT md5(n::text)::uuid, 'user' || (n %% 5000), 'a prompt number ' || n, '',
     (ARRAY['tiny-random','tiny-random-wan','cogvideox-2b'])[1 + n %% 3], 24, 49, 720, 480, 50, 6.0, n,
     CASE WHEN n <= 1000 THEN 'pending' WHEN n <= 1100 THEN 'running' WHEN n %% 50 = 0 THEN 'failed'
          WHEN n %% 77 = 0 THEN 'cancelled' ELSE 'completed' END,
     0, 0, '', CASE WHEN n > 1100 AND n %% 50 = 0 THEN 'out_of_memory' ELSE '' END, 1, '', '{}', '', '', '', '',
-    now() - (n || ' seconds')::interval, now() - (n || ' seconds')::interval, now() - (n || ' seconds')::interval
+    now() - (n || ' seconds')::interval, now() - (n || ' seconds')::interval, now() - (n || ' seconds')::interval,
+    'videogen', '', '[]', 'text-to-video', '', '', 'crop', '{}', 'pending', '', 0, 1, 0
 FROM generate_series(1, %s) AS n
 """
 
 SQLITE_FILL = """
 WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < %s)
-INSERT INTO video_generation_jobs (
-    id, user_id, prompt, negative_prompt, model_name, fps, num_frames, width, height, num_inference_steps,
-    guidance_scale, seed, status, progress, current_step, error_message, error_code, attempts, worker,
-    run_info, output_file_path, poster, preview, request_fingerprint, submitted_at, started_at, completed_at)
-SELECT printf('%%032x', n), 'user' || (n %% 5000), 'a prompt number ' || n, '',
+""" + INSERT + """SELECT printf('%%032x', n), 'user' || (n %% 5000), 'a prompt number ' || n, '',
     CASE n %% 3 WHEN 0 THEN 'tiny-random' WHEN 1 THEN 'tiny-random-wan' ELSE 'cogvideox-2b' END, 24, 49, 720, 480, 50,
     6.0, n,
     CASE WHEN n <= 1000 THEN 'pending' WHEN n <= 1100 THEN 'running' WHEN n %% 50 = 0 THEN 'failed'
          WHEN n %% 77 = 0 THEN 'cancelled' ELSE 'completed' END,
     0, 0, '', CASE WHEN n > 1100 AND n %% 50 = 0 THEN 'out_of_memory' ELSE '' END, 1, '', '{}', '', '', '', '',
-    datetime('now', '-' || n || ' seconds'), datetime('now', '-' || n || ' seconds'), datetime('now', '-' || n || ' seconds')
+    datetime('now', '-' || n || ' seconds'), datetime('now', '-' || n || ' seconds'), datetime('now', '-' || n || ' seconds'),
+    'videogen', '', '[]', 'text-to-video', '', '', 'crop', '{}', 'pending', '', 0, 1, 0
 FROM seq
 """
 
@@ -66,25 +69,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="videogen-bench-")
-    os.environ["VIDEOGEN_DATA_DIR"] = data_dir
-    os.environ["VIDEOGEN_METRICS"] = "true"
-    os.environ["VIDEOGEN_MODELS"] = ",".join(MODELS)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(data_dir) / "prometheus")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    os.environ.setdefault("VIDEOGEN_LOG_LEVEL", "WARNING")
-
-    import django
+    # The settings' default, under the throwaway data directory: this run's counters only.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    setup_django(quiet=True, VIDEOGEN_METRICS="true", VIDEOGEN_MODELS=",".join(MODELS))
     from django.conf import settings
     from django.db import connection
     from django.test import Client
     from django.test.utils import setup_test_environment
 
-    django.setup()
     settings.ALLOWED_HOSTS = ["testserver"]
     setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with bench_database():
         _seed_series()
         client = Client()
         # Some HTTP traffic for the multiprocess counters to sum.
@@ -97,20 +92,19 @@ def main() -> None:
             cursor.execute("ANALYZE" if connection.vendor == "postgresql" else "ANALYZE video_generation_jobs")
         fill = time.perf_counter() - started
         full = _time(client, args.repeat)
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"database: {connection.vendor}; {args.rows:,} jobs inserted in {fill:.1f} s; {args.repeat} scrapes each")
     print(f"{'':24} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for label, times in (("scrape, empty table", empty), (f"scrape, {args.rows:,} jobs", full)):
-        print(f"{label:24} {_p(times, 50):8.2f} {_p(times, 99):8.2f} {max(times):8.2f}")
-    print(f"ratio (p50, full / empty): {_p(full, 50) / _p(empty, 50):.2f}")
+        print(f"{label:24} {percentile(times, 0.5):8.2f} {percentile(times, 0.99):8.2f} {max(times):8.2f}")
+    print(f"ratio (p50, full / empty): {percentile(full, 0.5) / percentile(empty, 0.5):.2f}")
 
 
 def _seed_series() -> None:
     from django.utils import timezone
 
     from jobs import metrics
+    from jobs.estimates import cluster_beat
     from jobs.models import WorkerGpu
 
     codes = ("", "out_of_memory", "timeout", "worker_lost", "model_load")
@@ -124,7 +118,7 @@ def _seed_series() -> None:
             metrics._add(metrics._histogram("videogen_job_duration_seconds", metrics.DURATION_BUCKETS, seconds, model=model))
             metrics._add(metrics._histogram("videogen_job_wait_seconds", metrics.WAIT_BUCKETS, seconds, model=model))
     for index in range(8):
-        metrics.record_worker_host(1)
+        cluster_beat(f"gpu-host:{index}", None, 1, [{"pid": index, "slot": 0, "device": f"cuda:{index}"}])
         WorkerGpu.objects.create(worker=f"gpu-host:{index} slot {index} cuda:{index}", host="gpu-host",
                                  device=f"cuda:{index}", used_bytes=10**10, peak_bytes=2 * 10**10,
                                  updated_at=timezone.now())
@@ -139,11 +133,6 @@ def _time(client, repeat: int) -> list[float]:
         times.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.content[:500]
     return times
-
-
-def _p(values: list[float], percent: int) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
 
 
 if __name__ == "__main__":

@@ -21,18 +21,20 @@ load average before and after, since other work on the box skews the figures.
 
 import argparse
 import json
-import re
 import os
+import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.scale` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import ROOT, migrate, percentile, setup_django, start_qcluster, stop_process  # noqa: E402
+
 # About 3 s of denoising on one thread: the model build and the encode are
 # small beside it, as they are for a real model.
 THROUGHPUT_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 40, "fps": 8}
@@ -49,14 +51,6 @@ def parse_args() -> argparse.Namespace:
     # Internal: run the dispatch measurement in this process's broker and print JSON.
     parser.add_argument("--dispatch-child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
-
-
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def submit(index: int, job: dict):
@@ -88,18 +82,10 @@ class Cluster:
     def __init__(self, data_dir: Path, name: str, **env: str):
         self.log_path = data_dir / f"{name}.log"
         with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env={**os.environ, **env},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            self.process = start_qcluster(log, env)
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process(self.process)
 
 
 # A pure CPU-bound loop, the baseline for what the box itself gives two processes at this moment.
@@ -138,7 +124,7 @@ def throughput_round(args, data_dir: Path, workers: int, offset: int) -> tuple[f
 
 def dispatch_child(args) -> None:
     """Submit -> started for jobs submitted one at a time to a warm, idle one-worker cluster."""
-    setup_django()
+    setup_django(data_dir=None)
     from jobs.models import VideoGenerationJob
 
     data_dir = Path(os.environ["SCALE_DATA_DIR"])
@@ -158,11 +144,6 @@ def dispatch_child(args) -> None:
     finally:
         cluster.stop()
     print(json.dumps(latencies))
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def dispatch(args, data_dir: Path) -> dict[str, list[float]]:
@@ -186,15 +167,11 @@ def main() -> int:
     if args.dispatch_child:
         dispatch_child(args)
         return 0
-    data_dir = Path(tempfile.mkdtemp(prefix="videogen-scale-"))
-    os.environ.setdefault("VIDEOGEN_DATA_DIR", str(data_dir))
-    os.environ["VIDEOGEN_QUEUE_NAME"] = f"videogen-scale-{os.getpid()}"
-    os.environ["VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER"] = "1000"
-    setup_django()
-    from django.core.management import call_command
+    data_dir = setup_django(data_dir="videogen-scale-", VIDEOGEN_QUEUE_NAME=f"videogen-scale-{os.getpid()}",
+                            VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER="1000")
     from django.db import connection
 
-    call_command("migrate", "--noinput", verbosity=0)
+    migrate()
     load_before = os.getloadavg()
     print(f"{os.cpu_count()} cores, load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
           f"database {connection.vendor}, broker {'Redis' if os.environ.get('REDIS_URL') else 'ORM'}")

@@ -1,8 +1,9 @@
 """
-Soak under chaos: N jobs through a real server and a real django-q2 cluster
-while a chaos loop SIGKILLs busy worker processes at random (and once kills
-the whole cluster and starts it again). Every job must end completed, failed
-with a reason, or cancelled: none stuck, none run twice.
+Soak under chaos: N jobs through gunicorn (as `make run` starts it) and a
+real django-q2 cluster while a chaos loop SIGKILLs busy worker processes at
+random (and once kills the whole cluster and starts it again). Every job
+must end completed, failed with a reason, or cancelled: none stuck, none run
+twice.
 
     .venv/bin/python bench/soak.py                      # 40 jobs, 12 kills
     .venv/bin/python bench/soak.py --jobs 100 --kills 30
@@ -23,25 +24,24 @@ DATABASE_URL.
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-FINISHED = {"completed", "failed", "cancelled"}
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.soak` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import (  # noqa: E402
+    FINISHED, gunicorn, migrate, request_json, setup_django, start_qcluster, stop_process,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,26 +49,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--kills", type=int, default=12, help="worker processes to SIGKILL (default 12)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=0, help="the server's port (default: a free one)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every job to finish")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--s3", action="store_true", help="store into a bucket of a local S3 server (moto)")
+    parser.add_argument("--kill-after-step", type=int, default=0,
+                        help="kill only workers whose job is past this step (default 0: any busy worker, loading or not)")
+    parser.add_argument("--checkpoint-seconds", default=None,
+                        help="VIDEOGEN_CHECKPOINT_SECONDS for the workers (a number, or off; default: the setting's)")
     return parser.parse_args()
-
-
-def request_json(url: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    for attempt in range(10):
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as error:
-            # The API's answer while the database refuses connections (a
-            # shared server at max_connections): ask again, as a client would.
-            if error.code != 503 or attempt == 9:
-                raise
-            time.sleep(1)
 
 
 def children(pid: int) -> list[int]:
@@ -79,83 +67,105 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def busy_workers(cluster_pid: int) -> list[int]:
-    """Worker processes of this cluster that are running a job, as the job table says."""
+def busy_workers(cluster_pid: int, after_step: int = 0) -> list[int]:
+    """Worker processes of this cluster that are running a job (past after_step), as the job table says."""
     from jobs.models import Status, VideoGenerationJob
     from jobs.recovery import parse_worker_name
 
     workers = {pid for sentinel in children(cluster_pid) for pid in children(sentinel)}
-    running = VideoGenerationJob.objects.filter(status=Status.RUNNING).values_list("worker", flat=True)
+    running = VideoGenerationJob.objects.filter(status=Status.RUNNING, current_step__gte=after_step).values_list(
+        "worker", flat=True
+    )
     return [parsed[1] for parsed in map(parse_worker_name, running) if parsed and parsed[1] in workers]
 
 
-class Service:
-    def __init__(self, args, data_dir: Path, storage_env: dict[str, str]):
-        self.args = args
-        self.env = {
-            **os.environ,
-            **storage_env,
-            # Its own queue, should REDIS_URL name a Redis that others use.
-            "VIDEOGEN_QUEUE_NAME": f"videogen-soak-{os.getpid()}",
-            "VIDEOGEN_DATA_DIR": str(data_dir),
-            "VIDEOGEN_WORKERS": str(args.workers),
-            "VIDEOGEN_TORCH_THREADS": "1",
-            "VIDEOGEN_HEARTBEAT_INTERVAL": "1",
-            "VIDEOGEN_HEARTBEAT_TIMEOUT": "10",
-            "VIDEOGEN_MAX_ATTEMPTS": "3",
-            "VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER": str(args.jobs),
-            "VIDEOGEN_QUEUE_POLL": "0.1",
-            # runserver serves each request in a new thread: persistent
-            # connections would pile up on PostgreSQL until it refuses more.
-            "VIDEOGEN_DB_CONN_MAX_AGE": "0",
-            # Tasks prefetched by a killed cluster come back after this many seconds.
-            "VIDEOGEN_QUEUE_RETRY": "20",
-        }
-        self.log = open(data_dir / "service.log", "a")
-        self.log_path = data_dir / "service.log"
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env,
-                       check=True)
-        self.server = self.spawn("runserver", "--noreload", f"127.0.0.1:{args.port}")
-        self.cluster = self.spawn("qcluster")
+def service_env(args, data_dir: Path, storage_env: dict[str, str]) -> dict[str, str]:
+    """The settings of the server, the cluster and this process (which reads the job table)."""
+    env = {
+        **storage_env,
+        # Its own queue, should REDIS_URL name a Redis that others use.
+        "VIDEOGEN_QUEUE_NAME": f"videogen-soak-{os.getpid()}",
+        "VIDEOGEN_DATA_DIR": str(data_dir),
+        "VIDEOGEN_WORKERS": str(args.workers),
+        "VIDEOGEN_TORCH_THREADS": "1",
+        "VIDEOGEN_HEARTBEAT_INTERVAL": "1",
+        "VIDEOGEN_HEARTBEAT_TIMEOUT": "10",
+        "VIDEOGEN_MAX_ATTEMPTS": "3",
+        "VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER": str(args.jobs),
+        "VIDEOGEN_QUEUE_POLL": "0.1",
+        # Tasks prefetched by a killed cluster come back after this many seconds.
+        "VIDEOGEN_QUEUE_RETRY": "20",
+        # current_step close to the real step, for the work each kill loses.
+        "VIDEOGEN_PROGRESS_INTERVAL": "0.1",
+    }
+    if args.checkpoint_seconds is not None:
+        env["VIDEOGEN_CHECKPOINT_SECONDS"] = args.checkpoint_seconds
+    return env
 
-    def spawn(self, *command: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "manage.py", *command], cwd=ROOT, env=self.env, stdout=self.log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
 
-    def kill_cluster(self) -> None:
-        os.killpg(self.cluster.pid, signal.SIGKILL)
-        self.cluster.wait()
+class Cluster:
+    """The qcluster the chaos kills, in a session of its own; its output (each job's completion) into log_path."""
 
-    def restart_cluster(self) -> None:
-        self.cluster = self.spawn("qcluster")
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.log = open(log_path, "a")
+        self.process = start_qcluster(self.log)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def restart(self) -> None:
+        self.process = start_qcluster(self.log)
 
     def stop(self) -> None:
-        for process in (self.server, self.cluster):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in (self.server, self.cluster):
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_process(self.process)
+        self.log.close()
 
 
-def chaos(service: Service, kills: int, done: threading.Event, rng: random.Random, record: Counter) -> None:
+def work_lost(worker_pids: list[int]) -> list[tuple[int, float]]:
+    """
+    For each job these workers run, the steps a kill now throws away (those
+    done since its checkpoint, or all of them without one) and their
+    seconds at the job's own step rate.
+    """
+    from jobs.models import Status, VideoGenerationJob
+    from jobs.recovery import parse_worker_name
+
+    lost = []
+    rows = VideoGenerationJob.objects.filter(status=Status.RUNNING).values_list(
+        "worker", "current_step", "checkpoint", "checkpoint_step", "first_step_at", "stepped_at"
+    )
+    for worker, step, checkpoint, checkpoint_step, first_step_at, stepped_at in rows:
+        parsed = parse_worker_name(worker)
+        if not parsed or parsed[1] not in worker_pids:
+            continue
+        steps = max(step - (checkpoint_step if checkpoint else 0), 0)
+        per_step = 0.0
+        if step >= 2 and first_step_at and stepped_at:
+            per_step = (stepped_at - first_step_at).total_seconds() / (step - 1)
+        lost.append((steps, steps * per_step))
+    return lost
+
+
+def chaos(cluster: Cluster, kills: int, kill_after_step: int, done: threading.Event, rng: random.Random,
+          record: Counter, losses: list) -> None:
     cluster_killed = False
     while record["worker kills"] < kills and not done.is_set():
         time.sleep(rng.uniform(0.5, 3.0))
         if not cluster_killed and record["worker kills"] >= kills // 2:
-            service.kill_cluster()
+            losses.extend(work_lost(busy_workers(cluster.process.pid)))
+            cluster.kill()
             record["cluster kills"] += 1
             time.sleep(2)
-            service.restart_cluster()
+            cluster.restart()
             cluster_killed = True
             continue
-        busy = busy_workers(service.cluster.pid)
+        busy = busy_workers(cluster.process.pid, kill_after_step)
         if busy:
-            os.kill(rng.choice(busy), signal.SIGKILL)
+            victim = rng.choice(busy)
+            losses.extend(work_lost([victim]))
+            os.kill(victim, signal.SIGKILL)
             record["worker kills"] += 1
 
 
@@ -170,67 +180,52 @@ def stored_names(data_dir: Path, bucket) -> list[str]:
 
 def main() -> None:
     args = parse_args()
-    if not args.port:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            args.port = sock.getsockname()[1]
     rng = random.Random(args.seed)
     data_dir = Path(tempfile.mkdtemp(prefix="videogen-soak-"))
     with contextlib.ExitStack() as stack:
         bucket = None
         if args.s3:
-            sys.path.insert(0, str(ROOT))
-            from tests.s3 import new_bucket, running_s3_server
+            from tests.support.s3 import new_bucket, running_s3_server
 
             bucket = new_bucket(stack.enter_context(running_s3_server(data_dir / "moto.log")))
         soak(args, rng, data_dir, bucket)
 
 
 def soak(args, rng: random.Random, data_dir: Path, bucket) -> None:
-    service = Service(args, data_dir, bucket.env if bucket is not None else {})
     # This process reads the job table (to find busy workers) with the service's settings.
-    os.environ.update(service.env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    base = f"http://127.0.0.1:{args.port}/api/v1"
+    setup_django(data_dir=None, **service_env(args, data_dir, bucket.env if bucket is not None else {}))
+    migrate()
     record: Counter = Counter()
+    losses: list[tuple[int, float]] = []
     done = threading.Event()
     started = time.monotonic()
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                request_json(f"{base}/health")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.3)
-        job_ids = []
-        for index in range(args.jobs):
-            body = {
-                "user_id": f"soak-{index % 5}", "prompt": f"soak job {index}", "seed": index,
-                "width": rng.choice([64, 96, 128]), "height": rng.choice([64, 96]),
-                "num_frames": rng.choice([5, 9, 13, 17]), "num_inference_steps": rng.choice([10, 30, 60, 100]),
-            }
-            job_ids.append(request_json(f"{base}/generate", body)["job_id"])
-        chaos_thread = threading.Thread(target=chaos, args=(service, args.kills, done, rng, record), daemon=True)
-        chaos_thread.start()
-        states: dict[str, dict] = {}
-        while time.monotonic() - started < args.timeout:
-            states = {job_id: request_json(f"{base}/job/{job_id}") for job_id in job_ids}
-            if all(state["status"] in FINISHED for state in states.values()):
-                break
-            time.sleep(1)
-        done.set()
-        chaos_thread.join()
-    finally:
-        service.stop()
+    with gunicorn({}, data_dir / "gunicorn.log") as (port, _group):
+        base = f"http://127.0.0.1:{port}/api/v1"
+        cluster = Cluster(data_dir / "service.log")
+        try:
+            job_ids = []
+            for index in range(args.jobs):
+                body = {
+                    "user_id": f"soak-{index % 5}", "prompt": f"soak job {index}", "seed": index,
+                    "width": rng.choice([64, 96, 128]), "height": rng.choice([64, 96]),
+                    "num_frames": rng.choice([5, 9, 13, 17]), "num_inference_steps": rng.choice([10, 30, 60, 100]),
+                }
+                job_ids.append(request_json(f"{base}/generate", body)["job_id"])
+            chaos_thread = threading.Thread(
+                target=chaos, args=(cluster, args.kills, args.kill_after_step, done, rng, record, losses), daemon=True)
+            chaos_thread.start()
+            states: dict[str, dict] = {}
+            while time.monotonic() - started < args.timeout:
+                states = {job_id: request_json(f"{base}/job/{job_id}") for job_id in job_ids}
+                if all(state["status"] in FINISHED for state in states.values()):
+                    break
+                time.sleep(1)
+            done.set()
+            chaos_thread.join()
+        finally:
+            cluster.stop()
 
-    log = service.log_path.read_text()
+    log = cluster.log_path.read_text()
     completions = Counter(re.findall(r"job=([0-9a-f-]{36}) user_id=\S+ completed in", log))
     stored = stored_names(data_dir, bucket)
     videos = Counter(Path(name).name.split(".")[0].split("_")[0] for name in stored if name.startswith("videos/"))
@@ -241,8 +236,10 @@ def soak(args, rng: random.Random, data_dir: Path, bucket) -> None:
     # earlier run's leftover jobs here too.
     from jobs.models import VideoGenerationJob
 
-    pointed_at = {name for row in VideoGenerationJob.objects.values_list("video", "poster", "preview")
+    pointed_at = {name for row in VideoGenerationJob.objects.values_list("video", "poster", "preview", "checkpoint")
                   for name in row if name}
+    # Every job has finished: none may keep a checkpoint, named or not.
+    checkpoints_left = sorted(name for name in stored if name.startswith("checkpoints/"))
     orphans = sorted(set(stored) - pointed_at)
     # Each of this run's completed jobs has its three, under the names a single run gives them.
     missing = sorted({f"{folder}/{job_id}.{ext}" for job_id, state in states.items() if state["status"] == "completed"
@@ -262,8 +259,16 @@ def soak(args, rng: random.Random, data_dir: Path, bucket) -> None:
     print(f"duplicates: {len(duplicates)} {duplicates[:5] or ''}")
     print(f"storage: {'S3 (moto)' if bucket is not None else 'files'}, {len(stored)} stored; "
           f"orphaned: {len(orphans)} {orphans[:5] or ''}; missing: {len(missing)} {missing[:5] or ''}")
+    steps_lost = [steps for steps, _ in losses]
+    seconds_lost = [seconds for _, seconds in losses]
+    print(f"checkpoints: every {args.checkpoint_seconds or 'default (the setting)'} s; left after the run: "
+          f"{len(checkpoints_left)} {checkpoints_left[:5] or ''}")
+    if losses:
+        print(f"work lost to kills ({len(losses)} running jobs killed): steps recomputed {sum(steps_lost)} in all, "
+              f"per kill mean {sum(steps_lost) / len(losses):.1f} max {max(steps_lost)}; seconds per kill mean "
+              f"{sum(seconds_lost) / len(losses):.2f} max {max(seconds_lost):.2f}")
     shutil.rmtree(data_dir, ignore_errors=True)
-    if stuck or duplicates or orphans or missing:
+    if stuck or duplicates or orphans or missing or checkpoints_left:
         sys.exit(1)
 
 

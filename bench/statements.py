@@ -14,18 +14,22 @@ Ways of sending each statement:
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_statements .venv/bin/python bench/statements.py
     DATABASE_URL=... .venv/bin/python bench/statements.py --runs 5000 --rounds 3
 
-Builds Django's throwaway test database for DATABASE_URL (bench/api.py's
-_seed: 2,000 jobs), drops it at the end. Medians of alternating rounds.
+Builds Django's throwaway test database for DATABASE_URL (bench.common's
+seed_jobs: 2,000 jobs), drops it at the end. Medians of alternating rounds.
 """
 
 import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
+
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.statements` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import bench_database, process_cpu, seed_jobs, setup_django  # noqa: E402
 
 
 def main() -> None:
@@ -36,21 +40,14 @@ def main() -> None:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         raise SystemExit("DATABASE_URL must name a PostgreSQL database on this machine")
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    os.environ["VIDEOGEN_DATA_DIR"] = tempfile.mkdtemp(prefix="videogen-bench-")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    import django
+    setup_django()
+    import psycopg
     from django.db import connection
 
-    django.setup()
-    import psycopg
-
-    from bench.api import _seed
     from jobs.models import VideoGenerationJob, _job_insert, _visible_to_user
 
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        job_ids, _key = _seed(1000)
+    with bench_database():
+        job_ids, _key = seed_jobs(1000)
         poll_sql, slots, _names, _converters = _visible_to_user.compiled(connection.alias)
         poll_values = {"user": "alice", "job": uuid.UUID(job_ids["job"])}
         poll_params = [poll_values[slot] for slot in slots]
@@ -77,8 +74,6 @@ def main() -> None:
                     if label == "SELECT 1" and way != "client":
                         continue
                     figures[(label, way)].append(_measure(psycopg, dsn, way, sql, make_params, autocommit, args.runs))
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"PostgreSQL, one connection, {args.rounds} rounds of {args.runs} executions, µs per execution (medians)")
     print(f"{'statement':22} {'sent':10} {'database':>9} {'client':>8}")
@@ -91,8 +86,6 @@ def main() -> None:
 
 def _measure(psycopg, dsn: dict, way: str, sql: str, make_params, autocommit: bool, runs: int) -> tuple[float, float]:
     """(database µs, client µs) per execution; without autocommit, the rows are rolled back at the end."""
-    from bench.api import process_cpu
-
     options = {"cursor_factory": psycopg.ClientCursor} if way == "client" else {
         "prepare_threshold": 0 if way == "prepared" else None
     }

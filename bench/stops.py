@@ -19,14 +19,16 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.stops` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import migrate, setup_django, start_qcluster  # noqa: E402
+
 WAYS = {
     "SIGTERM to the process group (systemd)": lambda pid: os.killpg(pid, signal.SIGTERM),
     "SIGTERM to the parent only (docker)": lambda pid: os.kill(pid, signal.SIGTERM),
@@ -51,22 +53,12 @@ def group_alive(pid: int) -> bool:
 
 def main() -> int:
     args = parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="videogen-stops-"))
-    os.environ["VIDEOGEN_DATA_DIR"] = str(data_dir)
-    os.environ["VIDEOGEN_QUEUE_NAME"] = f"videogen-stops-{os.getpid()}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
+    data_dir = setup_django(data_dir="videogen-stops-", VIDEOGEN_QUEUE_NAME=f"videogen-stops-{os.getpid()}")
     from jobs.models import Status, VideoGenerationJob
     from jobs.lifecycle import job_cancel, job_enqueue
 
-    call_command("migrate", "--noinput", verbosity=0)
+    migrate()
     env = {
-        **os.environ,
         "VIDEOGEN_WORKERS": "1",
         "VIDEOGEN_SHUTDOWN_TIMEOUT": str(args.shutdown_timeout),
         "VIDEOGEN_QUEUE_POLL": "0.05",
@@ -84,8 +76,7 @@ def main() -> int:
                     width=128, height=128, num_inference_steps=200, guidance_scale=4.5, seed=1,
                 )
                 job_enqueue(job)
-                cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+                cluster = start_qcluster(log, env)
                 started = time.monotonic()
                 while not VideoGenerationJob.objects.filter(pk=job.pk, status=Status.RUNNING,
                                                             current_step__gte=2).exists():

@@ -1,7 +1,7 @@
 """
 Webhook delivery through real processes: a generation cluster (one worker),
 the webhook cluster on its own queue, and a receiver on 127.0.0.1 that
-verifies every signature (tests/receiver.py).
+verifies every signature (tests/support/receiver.py).
 
 1. Latency: 20 jobs with a webhook for `completed`; for each, the time from
    the job's completed_at (written by the worker) to the receiver sending
@@ -21,15 +21,16 @@ Uses a throwaway data directory (SQLite), or the database in DATABASE_URL.
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.webhooks` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import migrate, percentile, setup_django, start_qcluster, stop_process  # noqa: E402
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 JOB = {"fps": 8, "num_frames": 9, "width": 64, "height": 64, "num_inference_steps": 20, "guidance_scale": 4.5}
 
@@ -42,41 +43,27 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 def main() -> int:
     args = parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="videogen-webhooks-"))
-    os.environ["VIDEOGEN_DATA_DIR"] = str(data_dir)
-    os.environ["VIDEOGEN_QUEUE_NAME"] = f"videogen-bench-{os.getpid()}"
-    os.environ["VIDEOGEN_WEBHOOK_QUEUE"] = f"videogen-bench-hooks-{os.getpid()}"
-    os.environ["VIDEOGEN_WEBHOOK_SECRET"] = SECRET
-    os.environ["VIDEOGEN_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videogen.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    data_dir = setup_django(
+        data_dir="videogen-webhooks-",
+        VIDEOGEN_QUEUE_NAME=f"videogen-bench-{os.getpid()}",
+        VIDEOGEN_WEBHOOK_QUEUE=f"videogen-bench-hooks-{os.getpid()}",
+        VIDEOGEN_WEBHOOK_SECRET=SECRET,
+        VIDEOGEN_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+    )
     from django.conf import settings
-    from django.core.management import call_command
 
     from generation.params import GenerationParams
     from jobs.models import FINISHED, VideoGenerationJob
     from jobs.lifecycle import job_create
-    from tests.receiver import running_receiver
+    from tests.support.receiver import running_receiver
 
-    call_command("migrate", "--noinput", verbosity=0)
-    env = {**os.environ, "VIDEOGEN_WORKERS": "1"}
+    migrate()
     log = open(data_dir / "clusters.log", "a")
     clusters = [
-        subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True),
-        subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT,
-                         env={**env, "Q_CLUSTER_NAME": settings.VIDEOGEN_WEBHOOK_QUEUE}, stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True),
+        start_qcluster(log, {"VIDEOGEN_WORKERS": "1"}),
+        start_qcluster(log, {"VIDEOGEN_WORKERS": "1", "Q_CLUSTER_NAME": settings.VIDEOGEN_WEBHOOK_QUEUE}),
     ]
 
     def run(urls: list[str | None], label: str) -> list[VideoGenerationJob]:
@@ -128,12 +115,7 @@ def main() -> int:
                       f"   median {statistics.median(slow) / statistics.median(plain):.3f}")
     finally:
         for cluster in clusters:
-            cluster.send_signal(signal.SIGTERM)
-        for cluster in clusters:
-            try:
-                cluster.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(cluster.pid, signal.SIGKILL)
+            stop_process(cluster)
         log.close()
         if settings.REDIS_URL:
             import redis

@@ -186,15 +186,21 @@ def try_claim_slot(directory: Path, slots: int) -> SlotClaim | None:
 
 def slot_holders(directory: Path) -> set[int]:
     """The pids last written to a cluster's slot files: its workers, and perhaps dead ones (check them)."""
-    pids = set()
+    return set(held_slots(directory).values())
+
+
+def held_slots(directory: Path) -> dict[int, int]:
+    """Slot to the pid last written to its file (perhaps a dead one's: check it)."""
+    held = {}
     for path in directory.glob("slot-*.lock"):
         try:
             text = path.read_text().strip()
         except OSError:
             continue
-        if text.isdigit():
-            pids.add(int(text))
-    return pids
+        slot = path.name.removeprefix("slot-").removesuffix(".lock")
+        if text.isdigit() and slot.isdigit():
+            held[int(slot)] = int(text)
+    return held
 
 
 def claim_slot(

@@ -107,3 +107,42 @@ def write_preview(frames: np.ndarray, path: Path, *, fps: int, max_side: int = 2
         partial.unlink(missing_ok=True)
         raise EncodingError(f"could not write preview: {exc}") from exc
     return path
+
+
+def _frames(path: Path):
+    """Each decoded frame of a video in order, as uint8 (height, width, 3), one at a time."""
+    import imageio_ffmpeg
+
+    if not Path(path).is_file():
+        raise EncodingError(f"no video at {path}")
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        width, height = next(reader)["size"]
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+    except (OSError, RuntimeError, StopIteration, KeyError) as exc:
+        raise EncodingError(f"could not decode {Path(path).name}: {exc}") from exc
+    finally:
+        reader.close()
+
+
+def read_frames(path: Path) -> np.ndarray:
+    """Every frame of a video (an MP4 this module wrote, say) as uint8, shaped (frames, height, width, 3)."""
+    frames = list(_frames(path))
+    if not frames:
+        raise EncodingError(f"{Path(path).name} has no frames")
+    return np.stack(frames)
+
+
+def last_frame(path: Path) -> np.ndarray:
+    """
+    The last frame of a video as uint8 (height, width, 3), streamed: one
+    frame is held at a time. H.264 here has a key frame only every 250
+    frames, so a seek towards the end would decode about as much.
+    """
+    frame = None
+    for frame in _frames(path):
+        pass
+    if frame is None:
+        raise EncodingError(f"{Path(path).name} has no frames")
+    return frame.copy()

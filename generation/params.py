@@ -1,15 +1,13 @@
 """
 The generation parameters and their bounds: one definition that flows from
 the API's request (jobs/serializers.py) through job_create and the job's
-columns to the engine. Plain Python, like the rest of the engine.
+columns to the engine. Plain Python, like the rest of the engine. A model's
+own defaults and bounds, and the check of a request against them, are its
+spec's (generation/registry.py's ModelSpec), which builds on these.
 """
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from generation.registry import ModelSpec
 
 # The original API's bounds, for every model; a model's own (ModelSpec) are
 # at most these, and may be tighter.
@@ -18,6 +16,23 @@ FRAMES_RANGE = (1, 200)
 STEPS_RANGE = (1, 200)
 GUIDANCE_RANGE = (0.1, 20.0)
 SEED_RANGE = (0, 2**63 - 1)
+
+# What a generation starts from: text alone, a first frame, or a
+# first and a last frame. A model lists the ones it can do (ModelSpec.modes);
+# "extend" is the API's, and needs image-to-video of the engine.
+TEXT_TO_VIDEO = "text-to-video"
+IMAGE_TO_VIDEO = "image-to-video"
+FIRST_LAST_FRAME = "first-last-frame"
+GENERATION_MODES = (TEXT_TO_VIDEO, IMAGE_TO_VIDEO, FIRST_LAST_FRAME)
+
+
+def mode_for(has_image: bool, has_last_image: bool) -> str:
+    """The mode of a generation given which frames it is given; a last frame alone is no mode (ValueError)."""
+    if has_last_image and not has_image:
+        raise ValueError("a last image needs a first image")
+    if has_last_image:
+        return FIRST_LAST_FRAME
+    return IMAGE_TO_VIDEO if has_image else TEXT_TO_VIDEO
 
 
 @dataclass(frozen=True)
@@ -58,22 +73,6 @@ PARAM_NAMES = tuple(field.name for field in dataclasses.fields(GenerationParams)
 MODEL_DEFAULTED = ("width", "height", "num_frames", "num_inference_steps", "guidance_scale", "fps")
 
 
-def defaults(spec: "ModelSpec") -> dict:
-    return {name: getattr(spec, name) for name in MODEL_DEFAULTED}
-
-
-def bounds(spec: "ModelSpec") -> dict[str, dict]:
-    """What a request may ask of a model: the API's ranges narrowed by the spec's. Shown at GET /models."""
-    return {
-        "width": {"min": spec.min_size, "max": spec.max_width, "multiple_of": spec.size_multiple},
-        "height": {"min": spec.min_size, "max": spec.max_height, "multiple_of": spec.size_multiple},
-        "num_frames": {"min": FRAMES_RANGE[0], "max": min(spec.max_frames, FRAMES_RANGE[1])},
-        "num_inference_steps": {"min": STEPS_RANGE[0], "max": min(spec.max_steps, STEPS_RANGE[1])},
-        "guidance_scale": {"min": GUIDANCE_RANGE[0], "max": min(spec.max_guidance_scale, GUIDANCE_RANGE[1])},
-        "fps": {"min": FPS_RANGE[0], "max": FPS_RANGE[1]},
-    }
-
-
 # Per ranged parameter, what a value above and below its bounds is told; the
 # API's fields refuse values outside the original API's ranges first, in DRF's words.
 RANGE_MESSAGES = (
@@ -82,27 +81,3 @@ RANGE_MESSAGES = (
     ("guidance_scale", "takes a guidance_scale of at most {max}", "takes a guidance_scale of at least {min}"),
     ("fps", "plays at most {max} frames a second", "plays {min}-{max} frames a second"),
 )
-
-
-def param_errors(spec: "ModelSpec", params: GenerationParams) -> dict[str, list[str]]:
-    """
-    The bounds check, the API's (a 400 with these messages) and the engine's
-    (InvalidParams) alike: each parameter outside what this model takes,
-    with why. Empty when all are within.
-    """
-    limits = bounds(spec)
-    errors: dict[str, list[str]] = {}
-    for field, too_high, too_low in RANGE_MESSAGES:
-        value, limit = getattr(params, field), limits[field]
-        if not limit["min"] <= value <= limit["max"]:
-            message = too_high if value > limit["max"] else too_low
-            errors[field] = [f"Model {spec.name} {message.format(**limit)}."]
-    for field in ("width", "height"):
-        value, limit = getattr(params, field), limits[field]
-        if not limit["min"] <= value <= limit["max"]:
-            errors[field] = [f"Model {spec.name} needs a {field} between {limit['min']} and {limit['max']} pixels."]
-        elif value % limit["multiple_of"]:
-            errors[field] = [f"Model {spec.name} needs a {field} that is a multiple of {limit['multiple_of']}."]
-    if params.seed is not None and not SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]:
-        errors["seed"] = [f"seed must be {SEED_RANGE[0]}-{SEED_RANGE[1]}."]
-    return errors

@@ -9,10 +9,12 @@ parent ran torch can hang, and CUDA cannot be re-initialised in a fork).
 """
 
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.utils.module_loading import import_string
 
-from generation.params import GenerationParams, param_errors
+from generation.params import TEXT_TO_VIDEO, GenerationParams, mode_for
 from generation.registry import MemoryPlan, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -47,12 +49,17 @@ class OutOfMemory(GenerationError):
 
 
 class Cancelled(Exception):
-    """The caller asked to stop (on_step returned False)."""
+    """
+    The caller asked to stop (on_step returned False). checkpoint(), where
+    given, serializes the state after `step` (resume_from takes it), for a
+    caller that stops to go on later rather than to give up.
+    """
 
-    def __init__(self, step: int, total: int):
+    def __init__(self, step: int, total: int, checkpoint: "Callable[[], bytes] | None" = None):
         super().__init__(f"cancelled after step {step} of {total}")
         self.step = step
         self.total = total
+        self.checkpoint = checkpoint
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class LoadOptions:
 # worker, so a worker keeps what it loaded until another model needs room.
 _lock = threading.Lock()
 _loaded: "OrderedDict[str, object]" = OrderedDict()
+# A loaded model's pipeline for its image modes, where that is another
+# class (ModelSpec.image_pipeline_class): made from the loaded one on first use.
+_image_pipelines: dict[str, object] = {}
 _torch_configured = False
 
 
@@ -116,6 +126,7 @@ def load_pipeline(spec: ModelSpec, options: LoadOptions = LoadOptions()):
             return _loaded[spec.name]
         while len(_loaded) >= options.max_loaded:
             evicted, _ = _loaded.popitem(last=False)
+            _image_pipelines.pop(evicted, None)
             logger.info("unloading model %s to make room for %s", evicted, spec.name)
             free_memory()
         pipeline = _build_or_load(spec, options)
@@ -127,6 +138,7 @@ def release_pipelines() -> None:
     """Drop every loaded pipeline and give its memory back."""
     with _lock:
         _loaded.clear()
+        _image_pipelines.clear()
         free_memory()
 
 
@@ -155,6 +167,8 @@ def _build_or_load(spec: ModelSpec, options: LoadOptions):
             extra = {}
             if spec.vae_float32:
                 extra["vae"] = _load_vae_float32(spec)
+            if spec.image_encoder_float32:
+                extra["image_encoder"] = _load_image_encoder_float32(spec)
             logger.info("loading model %s from %s as %s on %s", spec.name, spec.source, dtype, device)
             pipeline = pipeline_class.from_pretrained(spec.source, revision=spec.revision, torch_dtype=dtype, **extra)
         _apply_memory_options(pipeline, spec, device)
@@ -175,10 +189,59 @@ def _load_vae_float32(spec: ModelSpec):
 
     vae_class_name = {
         "WanPipeline": "AutoencoderKLWan",
+        "WanImageToVideoPipeline": "AutoencoderKLWan",
         "CogVideoXPipeline": "AutoencoderKLCogVideoX",
+        "CogVideoXImageToVideoPipeline": "AutoencoderKLCogVideoX",
     }.get(spec.pipeline_class, "AutoencoderKL")
     vae_class = getattr(diffusers, vae_class_name)
     return vae_class.from_pretrained(spec.source, subfolder="vae", revision=spec.revision, torch_dtype=torch.float32)
+
+
+def _load_image_encoder_float32(spec: ModelSpec):
+    import torch
+    from transformers import CLIPVisionModel
+
+    return CLIPVisionModel.from_pretrained(
+        spec.source, subfolder="image_encoder", revision=spec.revision, torch_dtype=torch.float32
+    )
+
+
+def pipeline_for_mode(spec: ModelSpec, pipeline, mode: str):
+    """
+    The pipeline that runs a mode: the loaded one, or for the image modes of
+    a spec with an image_pipeline_class, that class built on the loaded
+    one's modules (nothing is loaded twice), once per load.
+    """
+    if mode == TEXT_TO_VIDEO or spec.image_pipeline_class is None:
+        return pipeline
+    with _lock:
+        image_pipeline = _image_pipelines.get(spec.name)
+        if image_pipeline is None or _loaded.get(spec.name) is not pipeline:
+            image_pipeline = share_modules(pipeline, spec.image_pipeline_class)
+            if _loaded.get(spec.name) is pipeline:
+                _image_pipelines[spec.name] = image_pipeline
+        return image_pipeline
+
+
+def share_modules(pipeline, class_name: str):
+    """
+    A pipeline of another diffusers class on the same module objects and
+    configuration, as DiffusionPipeline.from_pipe makes one, but without
+    its final cast of every module to one dtype (float32 unless told), which
+    would convert the shared modules in place: a bf16 transformer beside a
+    float32 VAE would come out all float32, or all bf16.
+    """
+    import diffusers
+
+    target = getattr(diffusers, class_name)
+    modules, options = target._get_signature_keys(target)
+    components = pipeline.components
+    shared = target(
+        **{name: components.get(name) for name in modules},
+        **{name: pipeline.config[name] for name in options if name in pipeline.config},
+    )
+    shared.set_progress_bar_config(disable=True)
+    return shared
 
 
 def _apply_memory_options(pipeline, spec: ModelSpec, device: str) -> None:
@@ -201,8 +264,8 @@ def _apply_memory_options(pipeline, spec: ModelSpec, device: str) -> None:
 
 # diffusers' default TaylorSeer targets ("^blocks.*attn", matched in full)
 # match no module of CogVideoX or Wan, whose attention modules are named
-# attn1/attn2: the cache then silently does nothing (measured on an H200:
-# the same seconds per step). Name each block's attention and feed-forward.
+# attn1/attn2: the cache then silently does nothing (bench/RESULTS.md, GPU).
+# Name each block's attention and feed-forward.
 TAYLORSEER_MODULES = r"^(transformer_)?blocks\.\d+\.(attn1|attn2|ff|ffn)$"
 
 
@@ -224,8 +287,8 @@ def compile_transformer(transformer) -> None:
     torch.compile the denoiser's repeated blocks, one compiled graph shared by
     all of them (diffusers' regional compilation, which it documents as
     about as fast warm as a whole-model compile for far less compile time;
-    only the regional one was measured here: 16 s cold for CogVideoX-2b on
-    an H200, 16% faster steps warm). Compiles on the first job, then runs faster.
+    its cost and gain are in bench/RESULTS.md, GPU). Compiles on the first
+    job, then runs faster.
     """
     if getattr(transformer, "_repeated_blocks", None):
         transformer.compile_repeated_blocks()
@@ -238,8 +301,8 @@ def compile_transformer(transformer) -> None:
 
 
 def check_params(spec: ModelSpec, params: GenerationParams) -> None:
-    """The engine's own guard, for callers that did not validate: the API's check (generation/params.py)."""
-    errors = param_errors(spec, params)
+    """The engine's own guard, for callers that did not validate: the API's check (ModelSpec.param_errors)."""
+    errors = spec.param_errors(params)
     if errors:
         raise InvalidParams(
             f"model {spec.name}: "
@@ -247,23 +310,66 @@ def check_params(spec: ModelSpec, params: GenerationParams) -> None:
         )
 
 
+def check_images(spec: ModelSpec, params: GenerationParams, image, last_image) -> str:
+    """The mode of a run given its frames, refused (InvalidParams) where the model lacks it or the frames are unfit."""
+    try:
+        mode = mode_for(image is not None, last_image is not None)
+    except ValueError as exc:
+        raise InvalidParams(f"model {spec.name}: {exc}")
+    if mode not in spec.modes:
+        raise InvalidParams(f"model {spec.name} cannot do {mode}; it does {', '.join(spec.modes)}")
+    for name, frame in (("image", image), ("last_image", last_image)):
+        if frame is None:
+            continue
+        if getattr(frame, "mode", None) != "RGB":
+            raise InvalidParams(f"{name} must be an RGB PIL image (generation.images.prepare_image makes one)")
+        if frame.size != (params.width, params.height):
+            raise InvalidParams(
+                f"{name} is {frame.size[0]}x{frame.size[1]}, not the video's {params.width}x{params.height}: "
+                "fit it first (generation.images.prepare_image)"
+            )
+    return mode
+
+
 def generate_frames(
     spec: ModelSpec,
     params: GenerationParams,
     *,
+    image=None,
+    last_image=None,
     options: LoadOptions = LoadOptions(),
     on_step: Callable[[int, int], bool | None] | None = None,
+    on_latents: Callable[[int, "torch.Tensor"], None] | None = None,
+    resume_from: bytes | None = None,
+    on_resume: Callable[[int, str | None], None] | None = None,
+    checkpoint_every: float | None = None,
+    on_checkpoint: Callable[[int, bytes], None] | None = None,
 ) -> np.ndarray:
     """
     Run the pipeline and return exactly params.num_frames frames as uint8,
-    shaped (frames, height, width, 3). on_step(done, total) is called after
-    each denoising step; returning False stops the run with Cancelled before
-    the next step (and before the VAE decode). A job that would not fit in the
-    GPU's memory however it ran fails with OutOfMemory before it starts; one
-    that fits runs with the fastest VAE tiling and offload that fit.
+    shaped (frames, height, width, 3). image and last_image (PIL RGB, already
+    params.width x params.height: generation.images.prepare_image) are the
+    first and last frames to start from; the mode they make
+    (params.mode_for) must be one of the spec's. on_step(done, total) is
+    called after each denoising step; returning False stops the run with
+    Cancelled before the next step (and before the VAE decode). A job that
+    would not fit in the GPU's memory however it ran fails with OutOfMemory
+    before it starts; one that fits runs with the fastest VAE tiling and
+    offload that fit.
+
+    Checkpoints (generation/denoise.py): at a step boundary, once at least
+    checkpoint_every seconds have passed since the loop started or last
+    saved, on_checkpoint(step, state) is given the state after that step as
+    bytes. resume_from, such bytes, continues the run after its step, with
+    the frames an uninterrupted run gives; on_resume(step, reason) then says
+    where it went on from: the saved step, or 0 with the reason when the
+    state cannot be used (unreadable, other versions, model or parameters),
+    which is never an error. on_latents(step, latents) sees the latents after
+    each step.
     """
+    mode = check_images(spec, params, image, last_image)
     check_params(spec, params)
-    pipeline = load_pipeline(spec, options)
+    pipeline = pipeline_for_mode(spec, load_pipeline(spec, options), mode)
     plan = plan_memory(spec, params, options)
     if plan is not None and not plan.fits:
         raise OutOfMemory(
@@ -271,7 +377,16 @@ def generate_frames(
             f"{gpu_memory_gib(options):.1f} GiB. Try fewer frames or a smaller size."
         )
     with memory_plan_applied(pipeline, spec, plan, resolve_device(options.device)):
-        return _generate(spec, pipeline, params, on_step)
+        return _generate(
+            spec,
+            pipeline,
+            params,
+            on_step,
+            image=image,
+            last_image=last_image,
+            checkpoints=_Checkpoints(resume_from, on_resume, checkpoint_every, on_checkpoint, on_latents),
+            options=options,
+        )
 
 
 def gpu_memory_gib(options: LoadOptions) -> float | None:
@@ -317,41 +432,97 @@ def memory_plan_applied(pipeline, spec: ModelSpec, plan: MemoryPlan | None, devi
             pipeline.to(device)
 
 
-def _generate(spec: ModelSpec, pipeline, params: GenerationParams, on_step) -> np.ndarray:
+@dataclass(frozen=True)
+class _Checkpoints:
+    resume_from: bytes | None = None
+    on_resume: Callable[[int, str | None], None] | None = None
+    every: float | None = None
+    on_checkpoint: Callable[[int, bytes], None] | None = None
+    on_latents: Callable | None = None
+
+
+def _generate(
+    spec: ModelSpec,
+    pipeline,
+    params: GenerationParams,
+    on_step,
+    *,
+    image=None,
+    last_image=None,
+    checkpoints: _Checkpoints = _Checkpoints(),
+    options: LoadOptions = LoadOptions(),
+) -> np.ndarray:
     import torch
+
+    from generation import denoise
 
     # Models want frame counts of a certain form (CogVideoX, Wan: 4k+1); ask
     # for the next valid count and trim, so the video has the frames asked for.
     frames_to_generate = spec.valid_frame_count(params.num_frames)
     total_steps = params.num_inference_steps
-
-    def step_callback(pipe, step_index, timestep, callback_kwargs):
-        if on_step is not None and on_step(step_index + 1, total_steps) is False:
-            raise Cancelled(step_index + 1, total_steps)
-        return callback_kwargs
-
     # A CPU generator gives the same noise whatever the device, so a seed
     # reproduces a video on any machine with the same model and dtype.
     generator = torch.Generator(device="cpu").manual_seed(params.seed)
+    call = {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt or None,
+        "width": params.width,
+        "height": params.height,
+        "num_frames": frames_to_generate,
+        "num_inference_steps": params.num_inference_steps,
+        "guidance_scale": params.guidance_scale,
+        "generator": generator,
+        "max_sequence_length": spec.max_sequence_length,
+        "image": image,
+        "last_image": last_image,
+    }
+    family_class = denoise.family_for(pipeline)
     out_of_memory = None
     try:
         with torch.inference_mode():
-            output = pipeline(
-                prompt=params.prompt,
-                negative_prompt=params.negative_prompt or None,
-                width=params.width,
-                height=params.height,
-                num_frames=frames_to_generate,
-                num_inference_steps=params.num_inference_steps,
-                guidance_scale=params.guidance_scale,
-                generator=generator,
-                output_type="np",
-                max_sequence_length=spec.max_sequence_length,
-                callback_on_step_end=step_callback,
-            )
+            identity = checkpoint_identity(spec, pipeline, params, image, last_image, options)
+            family = family_class(pipeline, call)
+            start = 0
+            if checkpoints.resume_from is not None:
+                start, reason = _resume(family, checkpoints.resume_from, identity, total_steps)
+                if reason is not None and start == 0:
+                    # A failed restore may have changed the generator or scheduler: prepare again.
+                    generator.manual_seed(params.seed)
+                    family = family_class(pipeline, call)
+                if checkpoints.on_resume is not None:
+                    checkpoints.on_resume(start, reason)
+
+            def state() -> bytes:
+                return denoise.state_bytes(
+                    {"format": denoise.STATE_FORMAT, "identity": identity, "step": family.done, **family.capture()}
+                )
+
+            last_saved = time.monotonic()
+
+            def on_step_end(done: int) -> None:
+                nonlocal last_saved
+                family.done = done
+                if checkpoints.on_latents is not None:
+                    checkpoints.on_latents(done, family.latents)
+                if (
+                    checkpoints.on_checkpoint is not None
+                    and checkpoints.every is not None
+                    and done < total_steps
+                    and time.monotonic() - last_saved >= checkpoints.every
+                ):
+                    checkpoints.on_checkpoint(done, state())
+                    last_saved = time.monotonic()
+                if on_step is not None and on_step(done, total_steps) is False:
+                    raise Cancelled(done, total_steps, checkpoint=state)
+
+            family.done = start
+            denoise.run_steps(family, start, on_step_end)
+            video = family.decode()
+            pipeline.maybe_free_model_hooks()
     except torch.OutOfMemoryError as exc:
         out_of_memory = str(exc).strip() or "out of memory"
     except Cancelled:
+        pipeline.maybe_free_model_hooks()
         free_memory()
         raise
     if out_of_memory is not None:
@@ -365,13 +536,88 @@ def _generate(spec: ModelSpec, pipeline, params: GenerationParams, on_step) -> n
             f"with {spec.name}: {out_of_memory.splitlines()[0]} "
             "Try fewer frames, a smaller size, or a model with CPU offload."
         )
-    video = np.asarray(output.frames[0])
+    video = np.asarray(video[0])
     if video.shape[0] < params.num_frames:
         raise GenerationError(
             f"model {spec.name} produced {video.shape[0]} frames, fewer than the {params.num_frames} asked for"
         )
     video = video[: params.num_frames]
     return (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def checkpoint_identity(spec: ModelSpec, pipeline, params: GenerationParams, image, last_image, options) -> dict:
+    """What a saved state is only valid with: software, model, device type, and a digest of the inputs."""
+    import hashlib
+
+    import diffusers
+    import torch
+
+    inputs = hashlib.sha256(
+        json.dumps({**dataclasses.asdict(params), "fps": None, "model_name": spec.name}, sort_keys=True).encode()
+    )
+    for frame in (image, last_image):
+        inputs.update(b"-" if frame is None else frame.tobytes())
+    name_or_path = str(pipeline.config.get("_name_or_path") or spec.source or spec.builder)
+    return {
+        "versions": {"diffusers": diffusers.__version__, "torch": torch.__version__},
+        "model": {
+            "name": spec.name,
+            "source": spec.source or spec.builder,
+            "revision": spec.revision or _snapshot_revision(name_or_path),
+            "pipeline": type(pipeline).__name__,
+            "scheduler": type(pipeline.scheduler).__name__,
+            "dtype": str(pipeline.transformer.dtype),
+        },
+        "device_type": torch.device(resolve_device(options.device)).type,
+        "inputs": inputs.hexdigest(),
+    }
+
+
+def _snapshot_revision(name_or_path: str) -> str | None:
+    # A Hugging Face cache path names the commit it holds.
+    if "/snapshots/" in name_or_path:
+        return name_or_path.split("/snapshots/")[1].split("/")[0]
+    return None
+
+
+def checkpoint_unusable(saved: dict, identity: dict, total_steps: int) -> str | None:
+    """Why a loaded state cannot continue this run, or None when it can."""
+    from generation.denoise import STATE_FORMAT
+
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        return f"checkpoint format {saved.get('format') if isinstance(saved, dict) else None!r}, not {STATE_FORMAT}"
+    theirs = saved.get("identity") or {}
+    for name, value in identity["versions"].items():
+        if theirs.get("versions", {}).get(name) != value:
+            return f"made with {name} {theirs.get('versions', {}).get(name)}, this worker has {value}"
+    for name, value in identity["model"].items():
+        if theirs.get("model", {}).get(name) != value:
+            return f"made with model {name} {theirs.get('model', {}).get(name)!r}, this worker has {value!r}"
+    if theirs.get("device_type") != identity["device_type"]:
+        return f"made on a {theirs.get('device_type')} device, this worker is {identity['device_type']}"
+    if theirs.get("inputs") != identity["inputs"]:
+        return "made for other parameters or input images"
+    if not isinstance(saved.get("step"), int) or not 0 < saved["step"] <= total_steps:
+        return f"step {saved.get('step')!r} is outside 1..{total_steps}"
+    return None
+
+
+def _resume(family, data: bytes, identity: dict, total_steps: int) -> tuple[int, str | None]:
+    """Restore a saved state into a prepared run: (the step to go on from, None), or (0, why not)."""
+    from generation.denoise import state_from_bytes
+
+    try:
+        saved = state_from_bytes(data)
+    except Exception as exc:
+        return 0, f"unreadable: {exc.__class__.__name__}: {str(exc)[:200]}"
+    reason = checkpoint_unusable(saved, identity, total_steps)
+    if reason is not None:
+        return 0, reason
+    try:
+        family.restore(saved)
+    except Exception as exc:
+        return 0, f"could not be restored: {exc.__class__.__name__}: {str(exc)[:200]}"
+    return saved["step"], None
 
 
 def describe_run(spec: ModelSpec, options: LoadOptions = LoadOptions()) -> dict:
@@ -383,13 +629,16 @@ def describe_run(spec: ModelSpec, options: LoadOptions = LoadOptions()) -> dict:
     pipeline = load_pipeline(spec, options)
     device = resolve_device(options.device)
     name_or_path = pipeline.config.get("_name_or_path") or spec.source or spec.builder
-    revision = spec.revision
-    if revision is None and "/snapshots/" in str(name_or_path):
-        # A Hugging Face cache path names the commit it holds.
-        revision = str(name_or_path).split("/snapshots/")[1].split("/")[0]
+    revision = spec.revision or _snapshot_revision(str(name_or_path))
     return {
         "model": spec.name,
         "pipeline": type(pipeline).__name__,
+        # The class each of the model's modes runs.
+        "pipelines": {
+            mode: (spec.image_pipeline_class if mode != TEXT_TO_VIDEO and spec.image_pipeline_class else
+                   type(pipeline).__name__)
+            for mode in spec.modes
+        },
         "source": str(name_or_path),
         "revision": revision,
         "dtype": str(pipeline.transformer.dtype).removeprefix("torch."),

@@ -11,11 +11,25 @@ weights locations through catalogue().
 """
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from generation.params import bounds, defaults
+from generation.params import (
+    FIRST_LAST_FRAME,
+    FPS_RANGE,
+    FRAMES_RANGE,
+    GENERATION_MODES,
+    GUIDANCE_RANGE,
+    IMAGE_TO_VIDEO,
+    MODEL_DEFAULTED,
+    RANGE_MESSAGES,
+    SEED_RANGE,
+    STEPS_RANGE,
+    TEXT_TO_VIDEO,
+    GenerationParams,
+)
 
 CACHE_METHODS = ("first_block_cache", "taylorseer_cache")
 
@@ -83,6 +97,14 @@ class ModelSpec:
     cuda_dtype: str = "bfloat16"
     # Load the VAE in float32 whatever the pipeline's dtype (Wan decodes badly in bf16).
     vae_float32: bool = False
+    # Likewise the CLIP image encoder (Wan 2.1 I2V's, as its model card loads it).
+    image_encoder_float32: bool = False
+    # What the model can start from (generation/params.py's GENERATION_MODES).
+    modes: tuple[str, ...] = (TEXT_TO_VIDEO,)
+    # A second diffusers class for the image modes, made from the loaded
+    # pipeline with from_pipe (the same modules, loaded once); None where
+    # pipeline_class serves every mode.
+    image_pipeline_class: str | None = None
     max_sequence_length: int = 226
 
     # Defaults and bounds of what a request may ask for.
@@ -91,6 +113,9 @@ class ModelSpec:
     min_size: int = 256
     max_width: int = 720
     max_height: int = 480
+    # Narrower minimums than min_size, for models of one size only.
+    min_width: int | None = None
+    min_height: int | None = None
     # Width and height must be multiples of this (VAE downscale x patch size).
     size_multiple: int = 16
     num_frames: int = 36
@@ -98,6 +123,9 @@ class ModelSpec:
     # The VAE compresses time by this factor and wants frames of the form
     # k * temporal_compression + 1; other counts are generated up and trimmed.
     temporal_compression: int = 4
+    # Generate exactly this many frames whatever is asked (then trim): for
+    # models whose position embeddings were learned for one length.
+    fixed_num_frames: int | None = None
     num_inference_steps: int = 50
     max_steps: int = 200
     guidance_scale: float = 4.5
@@ -168,10 +196,56 @@ class ModelSpec:
 
     def valid_frame_count(self, num_frames: int) -> int:
         """The smallest count the model accepts that is at least num_frames."""
+        if self.fixed_num_frames is not None:
+            return max(self.fixed_num_frames, num_frames)
         step = self.temporal_compression
         if step <= 1:
             return num_frames
         return ((num_frames - 1 + step - 1) // step) * step + 1
+
+    def defaults(self) -> dict:
+        """What a request gets for each parameter it leaves out."""
+        return {name: getattr(self, name) for name in MODEL_DEFAULTED}
+
+    def bounds(self) -> dict[str, dict]:
+        """What a request may ask of this model: the API's ranges narrowed by the spec's. Shown at GET /models."""
+        return {
+            "width": {"min": self.min_width or self.min_size, "max": self.max_width, "multiple_of": self.size_multiple},
+            "height": {
+                "min": self.min_height or self.min_size, "max": self.max_height, "multiple_of": self.size_multiple
+            },
+            "num_frames": {"min": FRAMES_RANGE[0], "max": min(self.max_frames, FRAMES_RANGE[1])},
+            "num_inference_steps": {"min": STEPS_RANGE[0], "max": min(self.max_steps, STEPS_RANGE[1])},
+            "guidance_scale": {"min": GUIDANCE_RANGE[0], "max": min(self.max_guidance_scale, GUIDANCE_RANGE[1])},
+            "fps": {"min": FPS_RANGE[0], "max": FPS_RANGE[1]},
+        }
+
+    def param_errors(self, params: GenerationParams) -> dict[str, list[str]]:
+        """
+        The bounds check, the API's (a 400 with these messages) and the
+        engine's (InvalidParams) alike: each parameter outside what this
+        model takes, with why. Empty when all are within.
+        """
+        limits = self.bounds()
+        errors: dict[str, list[str]] = {}
+        for field, too_high, too_low in RANGE_MESSAGES:
+            value, limit = getattr(params, field), limits[field]
+            if not limit["min"] <= value <= limit["max"]:
+                message = too_high if value > limit["max"] else too_low
+                errors[field] = [f"Model {self.name} {message.format(**limit)}."]
+        for field in ("width", "height"):
+            value, limit = getattr(params, field), limits[field]
+            if limit["min"] == limit["max"] != value:
+                errors[field] = [f"Model {self.name} needs a {field} of {limit['min']} pixels."]
+            elif not limit["min"] <= value <= limit["max"]:
+                errors[field] = [
+                    f"Model {self.name} needs a {field} between {limit['min']} and {limit['max']} pixels."
+                ]
+            elif value % limit["multiple_of"]:
+                errors[field] = [f"Model {self.name} needs a {field} that is a multiple of {limit['multiple_of']}."]
+        if params.seed is not None and not SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]:
+            errors["seed"] = [f"seed must be {SEED_RANGE[0]}-{SEED_RANGE[1]}."]
+        return errors
 
     def public(self) -> dict:
         """What clients may know: defaults and bounds, not where the weights live."""
@@ -179,33 +253,47 @@ class ModelSpec:
             "name": self.name,
             "description": self.description,
             "pipeline": self.pipeline_class,
-            "defaults": defaults(self),
-            "bounds": bounds(self),
+            "defaults": self.defaults(),
+            "bounds": self.bounds(),
+            "modes": list(self.modes),
         }
 
+    def size_for_aspect(self, image_width: int, image_height: int) -> tuple[int, int]:
+        """
+        (width, height) for a job given an image and no size: the image's
+        aspect ratio at the model's default area, in multiples of
+        size_multiple and within the model's bounds, as close to the
+        image's aspect as those allow.
+        """
+        limits = self.bounds()
+        multiple = self.size_multiple
+        low = {side: math.ceil(limits[side]["min"] / multiple) * multiple for side in ("width", "height")}
+        high = {side: max(low[side], limits[side]["max"] // multiple * multiple) for side in ("width", "height")}
+        aspect = image_width / image_height
+        area = self.width * self.height
+        width, height = math.sqrt(area * aspect), math.sqrt(area / aspect)
+        # Shrink to fit the maximums, then grow to reach the minimums where
+        # that breaks no maximum; what is still out is clamped alone.
+        shrink = min(1.0, high["width"] / width, high["height"] / height)
+        width, height = width * shrink, height * shrink
+        grow = max(1.0, low["width"] / width, low["height"] / height)
+        grow = min(grow, high["width"] / width, high["height"] / height)
+        width, height = width * max(grow, 1.0), height * max(grow, 1.0)
 
-TINY_BOUNDS = dict(
-    width=240, height=160, min_size=32, max_width=512, max_height=512, max_frames=200, max_sequence_length=32,
-    # Tiny models are built in float32 and stay so on any device.
-    cuda_dtype="float32",
-)
+        def snap(value: float, side: str) -> int:
+            return min(high[side], max(low[side], round(value / multiple) * multiple))
+
+        return snap(width, "width"), snap(height, "height")
+
 
 # Measured with bench/gpu.py on an H200 (bench/RESULTS.md, "GPU"), fp16.
 COGVIDEOX_2B_MEMORY = MemoryProfile(
-    resident=14.2,
-    offload_floor=10.6,
-    denoise_per_mvoxel=0.09,
-    decode_tiled=3.8,
-    decode_untiled_per_mpixel=42.7,
+    resident=14.2, offload_floor=10.6, denoise_per_mvoxel=0.09, decode_tiled=3.8, decode_untiled_per_mpixel=42.7,
     taylorseer_per_mvoxel=0.91,
 )
 # bf16 with the VAE in float32.
 WAN_1_3B_MEMORY = MemoryProfile(
-    resident=13.7,
-    offload_floor=10.7,
-    denoise_per_mvoxel=0.047,
-    decode_tiled=1.9,
-    decode_untiled_per_mpixel=21.9,
+    resident=13.7, offload_floor=10.7, denoise_per_mvoxel=0.047, decode_tiled=1.9, decode_untiled_per_mpixel=21.9,
     taylorseer_per_mvoxel=1.05,
 )
 
@@ -214,104 +302,210 @@ WAN_1_3B_MEMORY = MemoryProfile(
 #   untiled when the job fits (CogVideoX-2b at 720x480x49: 29 GiB peak, 1.0 s
 #   faster than tiled; Wan 1.3B at 832x480x81: 22.5 GiB, 2.4 s faster), tiled
 #   on smaller cards (18 and 15.6 GiB), CPU offload only where even that does
-#   not fit (10.6 GiB, +8 s a job). So a 24 GB card tiles, 48 and 80 GB don't.
-# - torch.compile (regional) is opt-in: 7% (CogVideoX) to 11% (Wan) faster
-#   warm, lossless, but every new size recompiles (~16 s on the first job)
-#   and it needs a working compiler toolchain in the worker's image.
-# - TaylorSeer is opt-in: 2.2x faster whole jobs (36.0 -> 16.1 s; with
-#   compile 12.0 s) but it computes only 13 of 50 steps and extrapolates the
-#   rest, a visible quality cost, and it holds 15-34 GiB more (80 GB cards).
+#   not fit. So a 24 GB card tiles, 48 and 80 GB don't.
+# - torch.compile (regional) is opt-in: faster warm and lossless, but every
+#   new size recompiles on its first job and it needs a working compiler
+#   toolchain in the worker's image.
+# - TaylorSeer is opt-in: much faster whole jobs, but it computes only some
+#   of the steps and extrapolates the rest, a visible quality cost, and it
+#   holds far more memory (80 GB cards). Figures: bench/RESULTS.md, GPU.
 # - First-block cache: its skips depend on the weights; not measurable with
 #   random twins, so off.
-WAN_1_3B_SHAPE = dict(
-    cuda_dtype="bfloat16",
-    max_sequence_length=512,
-    width=832,
-    height=480,
-    min_size=256,
-    max_width=832,
-    max_height=832,
-    num_frames=81,
-    max_frames=81,
-    guidance_scale=5.0,
-    fps=16,
-    memory=WAN_1_3B_MEMORY,
+COGVIDEOX_2B = ModelSpec(
+    name="cogvideox-2b", pipeline_class="CogVideoXPipeline", source="THUDM/CogVideoX-2b",
+    description="CogVideoX-2b (THUDM): 720x480, up to 49 frames. About 18 GB of GPU memory in fp16.",
+    # Trained in fp16. The original service's defaults are kept for its clients.
+    cuda_dtype="float16",
+    memory=COGVIDEOX_2B_MEMORY,
 )
+COGVIDEOX_5B = ModelSpec(
+    name="cogvideox-5b", pipeline_class="CogVideoXPipeline", source="THUDM/CogVideoX-5b",
+    description="CogVideoX-5b (THUDM): 720x480, up to 49 frames at 8 fps. About 26 GB of GPU memory in bf16.",
+    cuda_dtype="bfloat16",
+    num_frames=49,
+    guidance_scale=6.0,
+    fps=8,
+    enable_vae_tiling=True,
+)
+# Wan 2.1 at 480p, as its model cards run it: bf16 with the VAE in float32.
+WAN_480P = dict(
+    cuda_dtype="bfloat16", vae_float32=True, max_sequence_length=512, width=832, height=480, min_size=256,
+    max_width=832, max_height=832, num_frames=81, max_frames=81, guidance_scale=5.0, fps=16,
+)
+WAN_2_1_T2V_1_3B = ModelSpec(
+    name="wan2.1-t2v-1.3b", pipeline_class="WanPipeline", source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    description="Wan 2.1 text-to-video 1.3B (Wan-AI): 832x480, up to 81 frames at 16 fps. About 8 GB of GPU memory.",
+    memory=WAN_1_3B_MEMORY,
+    **WAN_480P,
+)
+
+# Image to video. Defaults are the model cards' and diffusers' documented
+# examples; no memory profile yet (unmeasured), so nothing is admitted or
+# refused for memory.
+WAN_2_1_I2V_14B_480P = ModelSpec(
+    name="wan2.1-i2v-14b-480p", pipeline_class="WanImageToVideoPipeline", source="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+    description="Wan 2.1 image-to-video 14B at 480p (Wan-AI): 832x480, up to 81 frames at 16 fps.",
+    image_encoder_float32=True,
+    modes=(IMAGE_TO_VIDEO,),
+    **WAN_480P,
+)
+# FLF2V's transformer adds a learned position embedding for two frames' CLIP
+# tokens: given one image, diffusers cannot run it (the embedding is for
+# both), so it does first-last-frame only.
+WAN_2_1_FLF2V_14B_720P = dataclasses.replace(
+    WAN_2_1_I2V_14B_480P,
+    name="wan2.1-flf2v-14b-720p",
+    description=(
+        "Wan 2.1 first-last-frame-to-video 14B at 720p (Wan-AI): a video from its first and last frames, "
+        "1280x720, up to 81 frames at 16 fps."
+    ),
+    source="Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+    width=1280, height=720, max_width=1280, max_height=1280,
+    guidance_scale=5.5,
+    modes=(FIRST_LAST_FRAME,),
+)
+# Wan 2.2's VAE compresses 16x and the transformer patches 2x2: sizes are
+# multiples of 32. 24 fps, 121 frames (5 s) at 1280x704.
+WAN_2_2_TI2V_5B = ModelSpec(
+    name="wan2.2-ti2v-5b", pipeline_class="WanPipeline", source="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    image_pipeline_class="WanImageToVideoPipeline",
+    description="Wan 2.2 TI2V 5B (Wan-AI): text or image to video in one model, 1280x704, up to 121 frames at 24 fps.",
+    modes=(TEXT_TO_VIDEO, IMAGE_TO_VIDEO),
+    **dict(
+        WAN_480P, width=1280, height=704, max_width=1280, max_height=1280, size_multiple=32, num_frames=121,
+        max_frames=121, fps=24,
+    ),
+)
+# CogVideoX-5b-I2V learned its position embeddings for 720x480 and 49
+# frames: diffusers refuses any other size, and other lengths run on
+# embeddings it was not trained with. So one size, and 49 frames always
+# generated (fewer are trimmed).
+COGVIDEOX_5B_I2V = dataclasses.replace(
+    COGVIDEOX_5B,
+    name="cogvideox-5b-i2v", pipeline_class="CogVideoXImageToVideoPipeline", source="THUDM/CogVideoX-5b-I2V",
+    description="CogVideoX-5b-I2V (THUDM): image to video at 720x480 only, up to 49 frames at 8 fps.",
+    min_width=720,
+    min_height=480,
+    fixed_num_frames=49,
+    modes=(IMAGE_TO_VIDEO,),
+)
+
+RANDOM_TWIN = (
+    " with random weights, built on the GPU: the real model's speed and memory without its weights, for "
+    "benchmarks. GPU only; its frames are noise."
+)
+
+
+def random_twin(spec: ModelSpec, builder: str, description: str) -> ModelSpec:
+    """spec's full architecture with random weights, built in code (generation/tiny.py): spec's shape and options."""
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}-random",
+        description=description,
+        source=None,
+        builder=builder,
+        # Those are from_pretrained's; the builder casts as the real model is served.
+        vae_float32=False,
+        image_encoder_float32=False,
+    )
+
+
+# Tiny models are built in float32 and stay so on any device.
+TINY_BOUNDS = dict(
+    width=240, height=160, min_size=32, max_width=512, max_height=512, max_frames=200, max_sequence_length=32,
+    cuda_dtype="float32",
+)
+
+
+def tiny_twin(spec: ModelSpec, name: str, builder: str, description: str, **fields) -> ModelSpec:
+    """A small model built in code that runs spec's code path: its pipelines, modes and guidance, TINY_BOUNDS' sizes."""
+    return ModelSpec(
+        name=name,
+        description=description,
+        pipeline_class=spec.pipeline_class,
+        image_pipeline_class=spec.image_pipeline_class,
+        modes=spec.modes,
+        guidance_scale=spec.guidance_scale,
+        source=None,
+        builder=builder,
+        **{**TINY_BOUNDS, **fields},
+    )
+
 
 BUILTIN_SPECS = (
-    ModelSpec(
-        name="tiny-random",
-        description=(
-            "A real CogVideoXPipeline with small random weights, built offline in code. Runs the exact code "
-            "path of CogVideoX-2b in seconds on a CPU; its frames are noise."
-        ),
-        pipeline_class="CogVideoXPipeline",
-        source=None,
-        builder="generation.tiny.build_tiny_cogvideox",
-        **TINY_BOUNDS,
+    tiny_twin(
+        COGVIDEOX_2B,
+        "tiny-random",
+        "generation.tiny.build_tiny_cogvideox",
+        "A real CogVideoXPipeline with small random weights, built offline in code. Runs the exact code "
+        "path of CogVideoX-2b in seconds on a CPU; its frames are noise.",
     ),
-    ModelSpec(
-        name="tiny-random-wan",
-        description="A real WanPipeline with small random weights, built offline in code: Wan 2.1's code path.",
-        pipeline_class="WanPipeline",
-        source=None,
-        builder="generation.tiny.build_tiny_wan",
-        guidance_scale=5.0,
-        **TINY_BOUNDS,
+    tiny_twin(
+        WAN_2_1_T2V_1_3B,
+        "tiny-random-wan",
+        "generation.tiny.build_tiny_wan",
+        "A real WanPipeline with small random weights, built offline in code: Wan 2.1's code path.",
     ),
-    ModelSpec(
-        name="cogvideox-2b",
-        description="CogVideoX-2b (THUDM): 720x480, up to 49 frames. About 18 GB of GPU memory in fp16.",
-        pipeline_class="CogVideoXPipeline",
-        source="THUDM/CogVideoX-2b",
-        # Trained in fp16. The original service's defaults are kept for its clients.
-        cuda_dtype="float16",
-        memory=COGVIDEOX_2B_MEMORY,
+    COGVIDEOX_2B,
+    random_twin(
+        COGVIDEOX_2B, "generation.tiny.build_random_cogvideox_2b", "CogVideoX-2b's full architecture" + RANDOM_TWIN
     ),
-    ModelSpec(
-        name="cogvideox-2b-random",
-        description=(
-            "CogVideoX-2b's full architecture with random weights, built on the GPU: the real model's speed "
-            "and memory without its weights, for benchmarks. GPU only; its frames are noise."
-        ),
-        pipeline_class="CogVideoXPipeline",
-        source=None,
-        builder="generation.tiny.build_random_cogvideox_2b",
-        cuda_dtype="float16",
-        memory=COGVIDEOX_2B_MEMORY,
+    COGVIDEOX_5B,
+    WAN_2_1_T2V_1_3B,
+    random_twin(
+        WAN_2_1_T2V_1_3B,
+        "generation.tiny.build_random_wan_1_3b",
+        "Wan 2.1 T2V 1.3B's full architecture with random weights, built on the GPU, for benchmarks. "
+        "GPU only; its frames are noise.",
     ),
-    ModelSpec(
-        name="cogvideox-5b",
-        description="CogVideoX-5b (THUDM): 720x480, up to 49 frames at 8 fps. About 26 GB of GPU memory in bf16.",
-        pipeline_class="CogVideoXPipeline",
-        source="THUDM/CogVideoX-5b",
-        cuda_dtype="bfloat16",
-        num_frames=49,
-        guidance_scale=6.0,
-        fps=8,
-        enable_vae_tiling=True,
+    WAN_2_1_I2V_14B_480P,
+    random_twin(
+        WAN_2_1_I2V_14B_480P,
+        "generation.tiny.build_random_wan_i2v_14b",
+        "Wan 2.1 I2V 14B's full architecture" + RANDOM_TWIN,
     ),
-    ModelSpec(
-        name="wan2.1-t2v-1.3b",
-        description="Wan 2.1 text-to-video 1.3B (Wan-AI): 832x480, up to 81 frames at 16 fps. About 8 GB of GPU memory.",
-        pipeline_class="WanPipeline",
-        source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        vae_float32=True,
-        **WAN_1_3B_SHAPE,
+    WAN_2_1_FLF2V_14B_720P,
+    WAN_2_2_TI2V_5B,
+    random_twin(
+        WAN_2_2_TI2V_5B, "generation.tiny.build_random_wan_ti2v_5b", "Wan 2.2 TI2V 5B's full architecture" + RANDOM_TWIN
     ),
-    ModelSpec(
-        name="wan2.1-t2v-1.3b-random",
-        description=(
-            "Wan 2.1 T2V 1.3B's full architecture with random weights, built on the GPU, for benchmarks. "
-            "GPU only; its frames are noise."
-        ),
-        pipeline_class="WanPipeline",
-        source=None,
-        builder="generation.tiny.build_random_wan_1_3b",
-        **WAN_1_3B_SHAPE,
+    COGVIDEOX_5B_I2V,
+    random_twin(
+        COGVIDEOX_5B_I2V,
+        "generation.tiny.build_random_cogvideox_5b_i2v",
+        "CogVideoX-5b-I2V's full architecture" + RANDOM_TWIN,
+    ),
+    tiny_twin(
+        COGVIDEOX_5B_I2V,
+        "tiny-random-i2v",
+        "generation.tiny.build_tiny_cogvideox_i2v",
+        "A real CogVideoXImageToVideoPipeline with small random weights, built offline in code: "
+        "CogVideoX-5b-I2V's code path (any size: rotary embeddings only). Its frames are noise.",
+    ),
+    tiny_twin(
+        WAN_2_1_I2V_14B_480P,
+        "tiny-random-wan-i2v",
+        "generation.tiny.build_tiny_wan_i2v",
+        "A real WanImageToVideoPipeline with small random weights and a tiny CLIP image encoder, built "
+        "offline in code: Wan 2.1 I2V's code path. Its frames are noise.",
+    ),
+    tiny_twin(
+        WAN_2_1_FLF2V_14B_720P,
+        "tiny-random-wan-flf2v",
+        "generation.tiny.build_tiny_wan_flf2v",
+        "A real WanImageToVideoPipeline shaped like Wan 2.1 FLF2V (both frames' CLIP tokens, each with its "
+        "position embedding), small random weights, built offline in code. Its frames are noise.",
+    ),
+    tiny_twin(
+        WAN_2_2_TI2V_5B,
+        "tiny-random-wan-ti2v",
+        "generation.tiny.build_tiny_wan_ti2v",
+        "Wan 2.2 TI2V's code path with small random weights, built offline in code: WanPipeline for text, "
+        "WanImageToVideoPipeline on the same modules for an image. Its frames are noise.",
+        width=256,
+        size_multiple=32,
     ),
 )
-
 
 BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in BUILTIN_SPECS})
 
@@ -341,6 +535,8 @@ def catalogue(overrides: Mapping[str, Mapping] | None = None) -> dict[str, Model
         unknown = set(values) - fields
         if unknown:
             raise CatalogueError(f"unknown fields for {name!r}: {sorted(unknown)}")
+        if isinstance(values.get("modes"), list):
+            values = {**values, "modes": tuple(values["modes"])}
         if isinstance(values.get("memory"), Mapping):
             try:
                 values = {**values, "memory": MemoryProfile(**values["memory"])}
@@ -356,6 +552,8 @@ def catalogue(overrides: Mapping[str, Mapping] | None = None) -> dict[str, Model
     for name, spec in specs.items():
         if spec.cache not in (None, *CACHE_METHODS):
             raise CatalogueError(f"model {name!r}: cache must be one of {CACHE_METHODS}")
+        if not isinstance(spec.modes, tuple) or not spec.modes or set(spec.modes) - set(GENERATION_MODES):
+            raise CatalogueError(f"model {name!r}: modes must be a non-empty list of {list(GENERATION_MODES)}")
     return specs
 
 

@@ -13,20 +13,26 @@ import datetime
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.template.defaultfilters import filesizeformat
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from generation.params import PARAM_NAMES
 from jobs.deployment import known_models
 from jobs.estimates import queue_standing
+from jobs.inputs import IMAGE_FIELDS
+from jobs.fleet import fleet_status
 from jobs.models import (
     COUNT_CAP,
     ApiKey,
+    ClusterBeat,
     Status,
     UserWeight,
     VideoGenerationJob,
@@ -36,6 +42,7 @@ from jobs.models import (
 )
 from jobs.operations import Outcome, jobs_cancel, jobs_rerun
 from jobs.lifecycle import job_delete
+from jobs.text import plural
 from jobs.webhooks import resend
 
 # An action re-runs or cancels jobs one conditional update at a time, inside
@@ -190,13 +197,17 @@ class WebhookEventInline(admin.TabularInline):
 
 class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
-    fields = ["attempted_at", "status_code", "latency_ms", "response_body", "error"]
+    fields = ["attempted_at", "status_code", "latency", "response_body", "error"]
     readonly_fields = fields
     extra = 0
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="latency")
+    def latency(self, attempt: WebhookAttempt) -> str:
+        return shown_duration(attempt.latency_ms / 1000)
 
 
 @admin.register(WebhookEvent)
@@ -223,7 +234,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     @admin.action(description="Send selected webhook events again", permissions=["change"])
     def send_again(self, request, queryset) -> None:
         sent = sum(resend(event) for event in queryset[:ACTION_LIMIT])
-        self.message_user(request, f"Queued {sent} event{'' if sent == 1 else 's'} to be sent again.", messages.SUCCESS)
+        self.message_user(request, f"Queued {plural(sent, 'event')} to be sent again.", messages.SUCCESS)
 
 
 @admin.register(VideoGenerationJob)
@@ -232,6 +243,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
         "short_id",
         "user_id",
         "status_badge",
+        "priority",
         "progress_bar",
         "queue_position",
         "model_name",
@@ -245,7 +257,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     # this month, this year): a range on submitted_at that its index serves,
     # and no query to draw. Django's date_hierarchy would ask the database
     # for the distinct years, months or days of every matching row on each
-    # page load (300 ms of a 350 ms page on 100,000 jobs in SQLite).
+    # page load: most of the page's time on 100,000 jobs (bench/RESULTS.md).
     list_filter = [
         UserIdFilter,
         "status",
@@ -253,6 +265,8 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
         ("error_code", FailureClassFilter),
         ("submitted_at", admin.DateFieldListFilter),
         ExpiredFilter,
+        "mode",
+        "priority",
     ]
     # An exact user_id (ids are exact), or a substring of the prompt.
     search_fields = ["user_id__exact", "prompt"]
@@ -270,16 +284,19 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     fieldsets = [
         (
             None,
-            {"fields": ["id", "user_id", "status_badge", "progress_bar", "current_step", "attempts", "model_name"]},
+            {"fields": ["id", "user_id", "status_badge", "priority", "progress_bar", "current_step", "attempts",
+                        "model_name"]},
         ),
         ("Prompt", {"fields": ["prompt", "negative_prompt"]}),
+        ("Inputs", {"fields": ["mode", "input_images", "image_fit", "extend_job_id", "inputs"]}),
         ("Parameters", {"fields": PARAMETER_FIELDS}),
-        ("Timestamps", {"fields": ["submitted_at", "started_at", "completed_at", "run_time", "expires_at",
-                                   "expired_at"]}),
+        ("Timestamps", {"fields": ["submitted_at", "start_deadline_at", "started_at", "completed_at", "run_time",
+                                   "expires", "expired_at"]}),
         ("Webhook", {"fields": ["webhook_url", "webhook_events"]}),
-        ("Result", {"fields": ["error_code", "error_text", "video_player", "poster_image", "file_size_bytes",
-                               "video_duration_seconds"]}),
-        ("Worker", {"classes": ["collapse"], "fields": ["worker", "heartbeat_at", "run_info"]}),
+        ("Result", {"fields": ["error_code", "error_text", "video_player", "poster_image", "file_size",
+                               "video_duration"]}),
+        ("Worker", {"classes": ["collapse"], "fields": ["worker", "heartbeat_at", "preemptions", "yield_requested_at",
+                                                         "run_info"]}),
     ]
 
     inlines = [WebhookEventInline]
@@ -348,39 +365,68 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     def queue_position(self, job: VideoGenerationJob) -> str:
         # From the per-process snapshot (jobs/estimates.py): no query per row.
         position, _ = queue_standing(job)
-        return "-" if position is None else f"#{position}"
+        return EMPTY if position is None else f"#{position}"
 
     @admin.display(description="run time")
     def run_time(self, job: VideoGenerationJob) -> str:
         if job.started_at is None:
-            return "-"
+            return EMPTY
         if job.completed_at is not None:
-            return format_duration(job.completed_at - job.started_at)
+            return shown_duration(job.completed_at - job.started_at)
         if job.status == Status.RUNNING:
-            return format_duration(timezone.now() - job.started_at) + " so far"
-        return "-"
+            return shown_duration(timezone.now() - job.started_at) + " so far"
+        return EMPTY
 
     @admin.display(description="poster")
     def thumbnail(self, job: VideoGenerationJob) -> str:
-        if job.status != Status.COMPLETED or not job.poster:
-            return "-"
-        return format_html(
-            '<img src="{}" alt="" loading="lazy" style="height: 40px; width: auto; display: block;">',
-            reverse("poster", args=[job.id]),
+        # The inputs first, then the poster: what went in beside what came out.
+        urls = [reverse(field, args=[job.id]) for field in IMAGE_FIELDS if getattr(job, field)]
+        if job.status == Status.COMPLETED and job.poster:
+            urls.append(reverse("poster", args=[job.id]))
+        if not urls:
+            return EMPTY
+        return format_html_join(
+            "",
+            '<img src="{}" alt="" loading="lazy" style="height: 40px; width: auto; display: inline-block; margin-right: 4px;">',
+            ((url,) for url in urls),
+        )
+
+    @admin.display(description="images")
+    def input_images(self, job: VideoGenerationJob) -> str:
+        shown = [(field, reverse(field, args=[job.id])) for field in IMAGE_FIELDS if getattr(job, field)]
+        if not shown:
+            return EMPTY
+        return format_html_join(
+            "",
+            '<figure style="display: inline-block; margin: 0 8px 0 0;"><img src="{}" alt="{} of job {}" '
+            'style="max-height: 180px; max-width: 320px;"><figcaption>{}</figcaption></figure>',
+            ((url, field, job.id, field) for field, url in shown),
         )
 
     # --- The job page.
 
+    @admin.display(description="expires at")
+    def expires(self, job: VideoGenerationJob):
+        return shown(job.expires_at)
+
+    @admin.display(description="file size")
+    def file_size(self, job: VideoGenerationJob) -> str:
+        return shown_size(job.file_size_bytes)
+
+    @admin.display(description="video duration")
+    def video_duration(self, job: VideoGenerationJob) -> str:
+        return shown_duration(job.video_duration_seconds)
+
     @admin.display(description="error")
     def error_text(self, job: VideoGenerationJob) -> str:
         if not job.error_message:
-            return "-"
+            return EMPTY
         return format_html('<pre style="white-space: pre-wrap; margin: 0;">{}</pre>', job.error_message)
 
     @admin.display(description="video")
     def video_player(self, job: VideoGenerationJob) -> str:
         if job.status != Status.COMPLETED or not job.video:
-            return "-"
+            return EMPTY
         # The download view honours Range, so the player can seek; on S3 it
         # redirects to a presigned URL, which the player follows and seeks in.
         return format_html(
@@ -395,7 +441,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
     @admin.display(description="poster")
     def poster_image(self, job: VideoGenerationJob) -> str:
         if job.status != Status.COMPLETED or not job.poster:
-            return "-"
+            return EMPTY
         return format_html(
             '<img src="{}" alt="poster of job {}" style="max-width: 360px;">',
             reverse("poster", args=[job.id]),
@@ -406,17 +452,17 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected failed jobs", permissions=["change"])
     def rerun_selected(self, request, queryset) -> None:
-        if self._refuse_if_too_many(request, queryset, "Re-running"):
-            return
-        outcome = jobs_rerun(queryset)
-        self._report(request, outcome, done="Re-ran", why="only failed jobs can be re-run")
+        self._act(request, queryset, jobs_rerun, doing="Re-running", done="Re-ran",
+                  why="only failed jobs can be re-run")
 
     @admin.action(description="Cancel selected pending or running jobs", permissions=["change"])
     def cancel_selected(self, request, queryset) -> None:
-        if self._refuse_if_too_many(request, queryset, "Cancelling"):
-            return
-        outcome = jobs_cancel(queryset)
-        self._report(request, outcome, done="Cancelled", why="only pending or running jobs can be cancelled")
+        self._act(request, queryset, jobs_cancel, doing="Cancelling", done="Cancelled",
+                  why="only pending or running jobs can be cancelled")
+
+    def _act(self, request, queryset, operation, *, doing: str, done: str, why: str) -> None:
+        if not self._refuse_if_too_many(request, queryset, doing):
+            self._report(request, operation(queryset), done=done, why=why)
 
     def _refuse_if_too_many(self, request, queryset, doing: str) -> bool:
         if queryset.order_by()[: ACTION_LIMIT + 1].count() <= ACTION_LIMIT:
@@ -433,20 +479,33 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
         changed = len(outcome.changed)
         self.message_user(
             request,
-            f"{done} {changed} job{'' if changed == 1 else 's'}.",
+            f"{done} {plural(changed, 'job')}.",
             messages.SUCCESS if changed else messages.WARNING,
         )
         if outcome.skipped:
             skipped = outcome.skipped_count
             self.message_user(
                 request,
-                f"Skipped {skipped} job{'' if skipped == 1 else 's'} ({why}): {outcome.describe_skipped()}.",
+                f"Skipped {plural(skipped, 'job')} ({why}): {outcome.describe_skipped()}.",
                 messages.WARNING,
             )
 
 
-def format_duration(duration: datetime.timedelta) -> str:
-    seconds = max(duration.total_seconds(), 0.0)
+# --- How the admin shows values: durations and sizes as people read them, and
+# nothing as Django's own empty value (one dash), wherever it comes from.
+
+EMPTY = admin.site.empty_value_display
+
+
+def shown_duration(seconds: float | datetime.timedelta | None) -> str:
+    """`667 ms`, `1.2 s`, `1 min 30 s`, `2 h 01 min`; EMPTY for none."""
+    if seconds is None:
+        return EMPTY
+    if isinstance(seconds, datetime.timedelta):
+        seconds = seconds.total_seconds()
+    seconds = max(seconds, 0.0)
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, seconds = divmod(int(seconds), 60)
@@ -454,6 +513,16 @@ def format_duration(duration: datetime.timedelta) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def shown_size(count: int | None) -> str:
+    """A size in bytes as Django's filesizeformat writes it (`2.1 KB`); EMPTY for none."""
+    return EMPTY if count is None else filesizeformat(count)
+
+
+def shown(value):
+    """Any other value; EMPTY for none (Django's admin writes "None" for a property that is)."""
+    return EMPTY if value in (None, "", [], {}) else value
 
 
 @admin.register(UserWeight)
@@ -469,10 +538,10 @@ class UserWeightAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are made by `manage.py create_api_key` (the only time the key is shown); here they are listed and revoked."""
 
-    list_display = ("prefix", "name", "user_id", "operator", "created_at", "revoked_at")
+    list_display = ("prefix", "name", "user_id", "operator", "scopes", "created_at", "revoked_at")
     list_filter = ("operator", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("=user_id", "=prefix", "name")
-    readonly_fields = ("prefix", "name", "user_id", "operator", "created_at", "revoked_at")
+    readonly_fields = ("prefix", "name", "user_id", "operator", "scopes", "created_at", "revoked_at")
     exclude = ("hashed",)
     actions = ["revoke_keys"]
 
@@ -486,4 +555,29 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
         revoked = sum(key.revoke() for key in queryset)
-        self.message_user(request, f"Revoked {revoked} key(s); {queryset.count() - revoked} already were.", messages.SUCCESS)
+        self.message_user(request, f"Revoked {plural(revoked, 'key')}; {queryset.count() - revoked} already were.", messages.SUCCESS)
+
+
+@admin.register(ClusterBeat)
+class FleetAdmin(admin.ModelAdmin):
+    """Every cluster, worker process and queue, from the one liveness record (jobs/fleet.py); read only."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Whoever may see the jobs may see what runs them.
+        return request.user.has_perm("jobs.view_videogenerationjob")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "title": "Fleet", "opts": self.model._meta,
+                   **fleet_status()}
+        return TemplateResponse(request, "admin/jobs/fleet.html", context)

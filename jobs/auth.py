@@ -13,7 +13,8 @@ from rest_framework.throttling import SimpleRateThrottle
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
-from jobs.models import ApiKey
+from jobs.exceptions import ApiError
+from jobs.models import ApiKey, Priority
 
 NO_SUCH_JOB = "No such job."
 
@@ -44,37 +45,31 @@ def request_key(request) -> ApiKey | None:
     return auth if isinstance(auth, ApiKey) else None
 
 
-def scoped_user_id(request, given: str | None) -> str | None:
+def acting_user_id(request, given: str | None, *, submit: bool = False) -> str | None:
     """
-    The user_id a read or cancel acts as. Without a key (`none` mode) or with
-    an operator key, the one given (None: every user). With a user's key,
-    always the key's: another user_id is a 404, as for a missing job, so a
-    key cannot even learn that another user's job exists.
+    The user_id a request acts as, given the one it names (None: it names
+    none). Without a key (`none` mode) or with an operator key, the one
+    named; for a read or cancel, None is every user. With a user's key,
+    always the key's, and naming another user_id is refused: for a read or
+    cancel a 404, as for a missing job, so a key cannot even learn that
+    another user's job exists; for a submit a 403.
     """
     key = request_key(request)
     if key is None or key.operator:
         return given
     if given is not None and given != key.user_id:
+        if submit:
+            raise exceptions.PermissionDenied("This API key cannot submit jobs for another user_id.")
         raise exceptions.NotFound(NO_SUCH_JOB)
     return key.user_id
 
 
-def submit_user_id(request, data):
-    """
-    A submit body with the key's user_id filled in where a user's key left it
-    out. The body is otherwise untouched; check_submit_user() then refuses
-    another user's id.
-    """
+def check_submit_priority(request, priority: str) -> None:
+    """With API keys on, priority high needs a key with the priority scope: a 403 naming the field."""
     key = request_key(request)
-    if key is None or key.operator or not isinstance(data, dict) or "user_id" in data:
-        return data
-    return {**data, "user_id": key.user_id}
-
-
-def check_submit_user(request, user_id: str) -> None:
-    key = request_key(request)
-    if key is not None and not key.operator and user_id != key.user_id:
-        raise exceptions.PermissionDenied("This API key cannot submit jobs for another user_id.")
+    if key is not None and priority == Priority.HIGH.label and not key.has_scope("priority"):
+        message = "This API key cannot submit priority high: it needs the priority scope."
+        raise ApiError(403, message, errors={"priority": [message]})
 
 
 class _RateThrottle(SimpleRateThrottle):

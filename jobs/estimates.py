@@ -12,8 +12,8 @@ HISTORY_JOBS completed jobs, which all carry started_at, first_step_at
   the first step).
 - tail_unit: stepped_at -> completed_at (VAE decode, encode, store) per
   frame x pixel. On tiny-random this part is most of a job and grows with
-  size, not steps: 0.9 s at 64x64x9, 3.1 s at 16x the frame pixels, 19.9 s
-  at 59x, while the head stayed 0.2-0.8 s (bench/RESULTS.md).
+  size, not steps, while the head stays about the same (bench/RESULTS.md,
+  estimates).
 - step_unit: (stepped_at - first_step_at) / (current_step - 1), per
   frame x pixel.
 
@@ -32,12 +32,13 @@ catches up: a user's new work queues behind their waiting jobs, and goes
 first while their weighted worker time (with those jobs) is below the
 job's user's when the job's turn comes (Arrivals). The estimate before
 this one let every user who had used less stretch the whole wait, however
-little they had to catch up. bench/eta_model.py plays bench/fairness.py's
-scenario (3 users at random, one worker) against this code: median error
-38% without new work, 32% stretched, 25% with the catch-up, and 24% when
-the policy itself is simulated with the same rates; the service measured
-27-30% with the catch-up against 44% stretched (bench/RESULTS.md). What
-is left is which arrivals come, which no estimate can know.
+little they had to catch up; the catch-up came closer in both a simulated
+queue (bench/eta_model.py) and the service (bench/RESULTS.md, estimates). What
+is left is which arrivals come, which no estimate can know; so the start
+answered is not the expected one when few new jobs are expected to go
+first, but the one likeliest to be within WITHIN of the actual start
+(likeliest_waits): with none or one coming, the mean is often a wait that
+does not happen.
 
 Live workers per queue come from the qcluster parents' beats
 (ClusterBeat). Without history, or with no live worker, an estimate is
@@ -57,7 +58,7 @@ dictionary look-up. The snapshot is stale-while-revalidate:
   second per process, not one per submit, and a new job's estimate appears
   within about a second;
 - both intervals stretch to 1/REBUILD_SHARE times the last build's
-  duration, so rebuilds never take more than 5% of a process's time: a
+  CPU time, so rebuilds never take more than 5% of a process's CPU: a
   build of 10,000 pending jobs takes 0.07-0.3 s (PostgreSQL, loaded box),
   so such a queue is re-read every 5-6 s; one that takes a second to read,
   every 20 s;
@@ -76,7 +77,12 @@ others. A process that finds the build claimed waits for it in its
 background thread; its first snapshot does not wait: it loads the stored
 one if that holds the polled job, whatever its age, else builds its own
 and keeps it. So one process per deployment reads the queue per
-SNAPSHOT_TTL, and all answer from the same order.
+SNAPSHOT_TTL, and all answer from the same order: each poll of a pending
+job first asks whether a newer one was stored (_newest_stored), so polls
+that reach different processes never go back to an older order. A build
+places no job behind where the stored order before it did
+(no_worse_than), and a submit starts the rebuild at once
+(job_entered_queue).
 
 REBUILD_INLINE (for tests) rebuilds in the polling thread instead, at
 once: a background thread has its own database connection, and
@@ -95,22 +101,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 from uuid import UUID
 
-from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F, FloatField, Min, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from jobs.deployment import queue_for_model
-from jobs.models import ClusterBeat, QueueSnapshot, Status, VideoGenerationJob
-from jobs.queue import fair_key, pending_for, served_by, user_weights, worker_time_used
+from jobs.models import ClusterBeat, QueueSnapshot, Status, VideoGenerationJob, this_deployment
+from jobs.queue import fair_key, live_workers, pending_for, served_by, user_weights, worker_time_used
 
 logger = logging.getLogger(__name__)
 
 HISTORY_JOBS = 20
 HISTORY_TTL = 10.0
 SNAPSHOT_TTL = 5.0
-MIN_REBUILD_INTERVAL = 1.0
+MIN_REBUILD_INTERVAL = 0.5
 # At most this share of a process's time goes to rebuilding a queue's snapshot.
 REBUILD_SHARE = 0.05
 # Users' submissions over this many seconds give their rate of new work.
@@ -126,6 +131,13 @@ MAX_ARRIVING_SHARE = 0.9
 # every BUILD_POLL seconds meanwhile.
 BUILD_LEASE = 30.0
 BUILD_POLL = 0.2
+# An estimated start aims to be within this share of the actual wait (likeliest_waits): issue 28's goal.
+WITHIN = 0.25
+# ... and moves the expected start no further than to be at most this much less likely within it than the likeliest.
+LIKELIER = 0.05
+# likeliest_waits: Poisson terms for up to this many new jobs expected to go first; the mean beyond.
+POISSON_MAX_MEAN = 30.0
+POISSON_TERMS = 72
 # Arrivals.waits solves this many jobs' waits at a time (jobs x users arrays).
 WAITS_PER_BLOCK = 512
 # Tests: rebuild snapshots in the polling thread (see the module docstring).
@@ -139,24 +151,17 @@ def frame_pixels(frames: int, width: int, height: int) -> int:
 # --- Live workers ----------------------------------------------------------------
 
 
-def cluster_beat(name: str, queue: str | None, workers: int) -> None:
-    """A qcluster parent says it is alive, with how many workers serve which queue."""
+def cluster_beat(name: str, queue: str | None, workers: int, processes: list[dict] | None = None) -> None:
+    """A qcluster parent says it is alive: how many worker processes (and which) serve which queue."""
     ClusterBeat.objects.update_or_create(
-        name=name, defaults={"queue": queue or "", "workers": workers, "seen_at": timezone.now()}
+        name=name,
+        defaults={"host": name.rsplit(":", 1)[0], "deployment": this_deployment(), "queue": queue or "",
+                  "workers": workers, "processes": processes or [], "seen_at": timezone.now()},
     )
 
 
 def cluster_gone(name: str) -> None:
     ClusterBeat.objects.filter(name=name).delete()
-
-
-def live_workers(queue: str | None) -> int:
-    # A parent beats every VIDEOGEN_REAPER_INTERVAL; one silent for twice that
-    # (and at least the heartbeat timeout) is gone.
-    silent = max(2 * settings.VIDEOGEN_REAPER_INTERVAL, settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
-    since = timezone.now() - timedelta(seconds=silent)
-    beats = ClusterBeat.objects.filter(queue=queue or "", seen_at__gte=since)
-    return sum(beats.values_list("workers", flat=True))
 
 
 # --- History ---------------------------------------------------------------------
@@ -202,10 +207,11 @@ _history: dict[str, tuple[float, History]] = {}
 _lock = threading.Lock()
 
 
-def model_history(model_name: str) -> History:
+def model_history(model_name: str, *, fresh: bool = False) -> History:
+    """The model's History, from this process's cache (HISTORY_TTL) unless `fresh`."""
     with _lock:
         cached = _history.get(model_name)
-        if cached is not None and time.monotonic() - cached[0] < HISTORY_TTL:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < HISTORY_TTL:
             return cached[1]
     recent = (
         VideoGenerationJob.objects.filter(
@@ -253,11 +259,13 @@ def estimated_completion_at(job: VideoGenerationJob) -> datetime | None:
     return None if duration is None else job.started_at + timedelta(seconds=duration)
 
 
-def arrival_rates(queue: str | None, now: datetime, histories: dict[str, History]) -> dict[str, float]:
+def arrival_rates(queue: str | None, now: datetime,
+                  histories: dict[str, History]) -> tuple[dict[str, float], float | None]:
     """
     Seconds of work per second each user submitted over the last
     ARRIVAL_WINDOW, from their jobs' sizes and each model's history (a
-    model without history adds nothing): summed in the database.
+    model without history adds nothing), and the mean seconds of one of
+    those jobs (None without any): summed in the database.
     """
     since = now - timedelta(seconds=ARRIVAL_WINDOW)
     units = Cast("num_frames", FloatField()) * Cast("width", FloatField()) * Cast("height", FloatField())
@@ -270,16 +278,19 @@ def arrival_rates(queue: str | None, now: datetime, histories: dict[str, History
                   first=Min("submitted_at"))
     )
     if not rows:
-        return {}
+        return {}, None
     span = max(min(ARRIVAL_WINDOW, (now - min(row[5] for row in rows)).total_seconds()), ARRIVAL_MIN_SPAN)
     work: dict[str, float] = {}
+    counted = 0
     for user_id, model_name, jobs, frame_pixels_sum, step_units, _ in rows:
         if model_name not in histories:
             histories[model_name] = model_history(model_name)
         seconds = histories[model_name].work(jobs, frame_pixels_sum or 0.0, step_units or 0.0)
         if seconds is not None:
             work[user_id] = work.get(user_id, 0.0) + seconds
-    return {user_id: seconds / span for user_id, seconds in work.items()}
+            counted += jobs
+    rates = {user_id: seconds / span for user_id, seconds in work.items()}
+    return rates, (sum(work.values()) / counted if counted else None)
 
 
 @dataclass(frozen=True)
@@ -354,6 +365,58 @@ class Arrivals:
         return waits
 
 
+def likeliest_waits(turns: list[float], expected: list[float], new_job: float, workers: int) -> list[float]:
+    """
+    The wait to answer for each job, from its turn (the wait with no new
+    work) and its expected wait (Arrivals.waits): the expected one unless
+    another is likelier, by more than LIKELIER, to be within WITHIN of the
+    actual wait; then the nearest to it that is nearly as likely. Which new
+    jobs come first is chance: taken to be a Poisson number of them, each
+    of `new_job` seconds spread over the workers, as many on average as the
+    expected wait holds. The waits that happen are then the turn, the turn
+    and one job, ... With few expected these are far apart beside the wait
+    (a job two turns back waits two, three or four as none, one or two
+    come), and the mean can be within WITHIN of none of them; with many the
+    mean is within it of most, and stays.
+    """
+    import numpy  # as in Arrivals.waits
+
+    likeliest: list[float] = []
+    for begin in range(0, len(turns), WAITS_PER_BLOCK):
+        turn = numpy.array(turns[begin:begin + WAITS_PER_BLOCK], dtype=float)
+        mean = numpy.array(expected[begin:begin + WAITS_PER_BLOCK], dtype=float)
+        step = new_job / workers
+        count = numpy.maximum(mean - turn, 0.0) / step  # new jobs expected to go first
+        # With many expected the spread is small beside the wait: the mean is within WITHIN of most outcomes.
+        few = (count > 0) & (count <= POISSON_MAX_MEAN)
+        if few.any():
+            mean[few] = _likeliest(turn[few], mean[few], count[few], step)
+        likeliest.extend(mean.tolist())
+    return likeliest
+
+
+def _likeliest(turn, mean, count, step):
+    """likeliest_waits for jobs with few new jobs expected, as numpy arrays."""
+    import numpy
+
+    n = numpy.arange(POISSON_TERMS, dtype=float)
+    log_factorial = numpy.cumsum(numpy.log(numpy.maximum(n, 1.0)))
+    first, centre = turn[:, None], mean[:, None]
+    probability = numpy.exp(-count[:, None] + n * numpy.log(count[:, None]) - log_factorial)
+    below = numpy.concatenate([numpy.zeros((len(turn), 1)), numpy.cumsum(probability, axis=1)], axis=1)
+    outcomes = first + n * step
+    # How likely each estimate is to be within WITHIN: the mean's, and those at the outcomes' bounds, where it changes.
+    candidates = numpy.concatenate([centre, outcomes * (1 - WITHIN), outcomes * (1 + WITHIN)], axis=1)
+    lowest = numpy.ceil((candidates / (1 + WITHIN) - first) / step - 1e-9).clip(0, POISSON_TERMS).astype(int)
+    highest = numpy.floor((candidates / (1 - WITHIN) - first) / step + 1e-9).clip(-1, POISSON_TERMS - 1).astype(int)
+    rows = numpy.arange(len(turn))[:, None]
+    chance = numpy.maximum(below[rows, highest + 1] - below[rows, lowest], 0.0)
+    # The nearest to the mean of those nearly as likely as the likeliest.
+    near = chance >= chance.max(axis=1, keepdims=True) - LIKELIER
+    distance = numpy.where(near, numpy.abs(candidates - centre), numpy.inf)
+    return candidates[numpy.arange(len(turn)), distance.argmin(axis=1)]
+
+
 # --- The queue snapshot ------------------------------------------------------------
 
 
@@ -361,7 +424,9 @@ class Arrivals:
 class Snapshot:
     taken_at: datetime
     taken_monotonic: float
-    # How long the build took: the next waits for REBUILD_SHARE of that.
+    # The build's CPU seconds in its thread: the next waits for REBUILD_SHARE of that. CPU, not wall
+    # time: on a busy machine a small queue's build waits for a core, and its wall time then held a
+    # new job's first position back for many seconds (a CI run saw 9 s) while it cost nothing more.
     build_seconds: float = 0.0
     # job id -> (queue position from 1, estimated start or None); a StoredStanding when loaded
     standing: Mapping[UUID, tuple[int, datetime | None]] = field(default_factory=dict)
@@ -378,16 +443,18 @@ def take_snapshot(queue: str | None) -> Snapshot:
     new work) and play it forward (play_forward). Plain tuples, not model
     instances: this is the one place that reads the whole queue.
     """
-    now, started = timezone.now(), time.monotonic()
+    now, started = timezone.now(), time.thread_time()
     pending = pending_for(queue).order_by("submitted_at", "id").values_list(
-        "id", "user_id", "model_name", "num_frames", "width", "height", "num_inference_steps"
+        "id", "user_id", "model_name", "num_frames", "width", "height", "num_inference_steps", "priority"
     )
     histories: dict[str, History] = {}
     waiting = []
-    for job_id, user_id, model_name, frames, width, height, steps in pending:
+    for job_id, user_id, model_name, frames, width, height, steps, priority in pending:
         if model_name not in histories:
-            histories[model_name] = model_history(model_name)
-        waiting.append((job_id, user_id, histories[model_name].duration(frames, width, height, steps)))
+            # Fresh: a build serves the deployment, and a cache that predates the model's first job would
+            # withhold every start until it expired.
+            histories[model_name] = model_history(model_name, fresh=True)
+        waiting.append((job_id, user_id, histories[model_name].duration(frames, width, height, steps), priority))
     used, weights = worker_time_used(now), user_weights()
 
     running = list(VideoGenerationJob.objects.filter(status=Status.RUNNING).filter(served_by(queue))
@@ -404,67 +471,76 @@ def take_snapshot(queue: str | None) -> Snapshot:
         used[job.user_id] = used.get(job.user_id, 0.0) + remaining[-1]
 
     workers = max(live_workers(queue), len(running))
-    rates = arrival_rates(queue, now, histories) if workers and remaining is not None else {}
+    rates, new_job = arrival_rates(queue, now, histories) if workers and remaining is not None else ({}, None)
     snapshot = Snapshot(now, time.monotonic())
-    snapshot.standing = play_forward(now, waiting, used, weights, remaining, workers, rates)
-    snapshot.build_seconds = time.monotonic() - started
+    snapshot.standing = play_forward(now, waiting, used, weights, remaining, workers, rates, new_job)
+    snapshot.build_seconds = time.thread_time() - started
     return snapshot
 
 
 def play_forward(
     now: datetime,
-    waiting: list[tuple[UUID, str, float | None]],
+    waiting: list[tuple[UUID, str, float | None, int]],
     used: dict[str, float],
     weights: dict[str, float],
     remaining: list[float] | None,
     workers: int,
     rates: dict[str, float],
+    new_job: float | None = None,
 ) -> dict[UUID, tuple[int, datetime | None]]:
     """
     Each waiting job's (queue position from 1, estimated start or None),
     from the queue as plain values: `waiting` (job id, user, estimated
-    seconds or None) in submission order; each user's worker time `used`
-    (with what is left of their running jobs); `remaining`, seconds until
-    each running job's worker is free (None: unknown, so no starts); the
-    live `workers`; each user's `rates` of new work (Arrivals).
+    seconds or None, priority) in submission order; each user's worker time
+    `used` (with what is left of their running jobs); `remaining`, seconds
+    until each running job's worker is free (None: unknown, so no starts);
+    the live `workers`; each user's `rates` of new work (Arrivals);
+    `new_job`, the mean seconds of one new job (likeliest_waits; without
+    it, each start is the expected one).
 
-    The order is the fair policy played forward: each user's weighted
-    worker time grows by the estimated duration of each job they are
-    given, as it will when the jobs run. Starts: the workers each take the
-    next job when free; then each wait grows by the new work that will go
-    before it (Arrivals). No database: bench/eta_model.py plays it against
-    a simulated queue.
+    The order is the claim's played forward: higher priority first, and
+    within a priority the fair policy, each user's weighted worker time
+    growing by the estimated duration of each job they are given, as it will
+    when the jobs run. Starts: the workers each take the next job when free;
+    then each wait grows by the new work that will go before it (Arrivals;
+    new work is taken to be of normal priority), and is answered as the
+    likeliest to be right (likeliest_waits). No database:
+    bench/eta_model.py plays it against a simulated queue.
     """
     # Without history a job counts as the mean of those known, so the order
     # is still the policy's; only the times are then withheld.
-    known = [duration for _, _, duration in waiting if duration is not None]
+    known = [duration for _, _, duration, _ in waiting if duration is not None]
     fallback = sum(known) / len(known) if known else 1.0
-    # Each user's jobs: (rank in submission order, id, duration or None). The
-    # rank stands in for submitted_at as the policy's tie-break: the same
-    # order, and parsing 10,000 timestamps was a third of the build. Plain
-    # tuples, no dictionary keyed by job: hashing 10,000 UUIDs several times
-    # was most of what is left.
-    by_user: dict[str, list] = {}
-    for rank, (job_id, user_id, duration) in enumerate(waiting):
-        by_user.setdefault(user_id, []).append((rank, job_id, duration))
+    # Each priority's users' jobs: (rank in submission order, id, duration or
+    # None). The rank stands in for submitted_at as the policy's tie-break:
+    # the same order, and parsing 10,000 timestamps was a third of the build.
+    # Plain tuples, no dictionary keyed by job: hashing 10,000 UUIDs several
+    # times was most of what is left.
+    by_priority: dict[int, dict[str, list]] = {}
+    for rank, (job_id, user_id, duration, priority) in enumerate(waiting):
+        by_priority.setdefault(priority, {}).setdefault(user_id, []).append((rank, job_id, duration))
 
-    heap = []
+    # Each user's worker time as the claims so far leave it.
+    spent_by = dict(used)
     final_shares = {user: spent / weights.get(user, 1.0) for user, spent in used.items()}
-    for user, jobs in by_user.items():
-        weight = weights.get(user, 1.0)
-        jobs.reverse()  # oldest last, for pop()
-        heapq.heappush(heap, (*fair_key(used.get(user, 0.0), weight, jobs[-1][0]), user))
-        spent = sum(fallback if duration is None else duration for _, _, duration in jobs)
-        final_shares[user] = final_shares.get(user, 0.0) + spent / weight
     order = []  # (id, duration or None, the user's weighted time when its turn comes)
-    while heap:
-        share, _, user = heapq.heappop(heap)
-        jobs = by_user[user]
-        _, job_id, duration = jobs.pop()
-        order.append((job_id, duration, share))
-        if jobs:
-            spent = fallback if duration is None else duration
-            heapq.heappush(heap, (share + spent / weights.get(user, 1.0), jobs[-1][0], user))
+    for priority in sorted(by_priority, reverse=True):
+        by_user = by_priority[priority]
+        heap = []
+        for user, jobs in by_user.items():
+            weight = weights.get(user, 1.0)
+            jobs.reverse()  # oldest last, for pop()
+            heapq.heappush(heap, (*fair_key(spent_by.get(user, 0.0), weight, jobs[-1][0]), user))
+            queued = sum(fallback if duration is None else duration for _, _, duration in jobs)
+            final_shares[user] = final_shares.get(user, 0.0) + queued / weight
+        while heap:
+            share, _, user = heapq.heappop(heap)
+            jobs = by_user[user]
+            _, job_id, duration = jobs.pop()
+            order.append((job_id, duration, share))
+            spent_by[user] = spent_by.get(user, 0.0) + (fallback if duration is None else duration)
+            if jobs:
+                heapq.heappush(heap, (*fair_key(spent_by[user], weights.get(user, 1.0), jobs[-1][0]), user))
 
     # When a worker is free for each job, in order, until a duration is unknown (what follows would be a guess).
     turns: list[float] = []
@@ -477,6 +553,8 @@ def play_forward(
                 break
             heapq.heappush(free, turns[-1] + duration)
     waits = Arrivals.of(rates, final_shares, weights, workers).waits(turns, [share for *_, share in order[:len(turns)]])
+    if new_job and rates and turns:
+        waits = likeliest_waits(turns, waits, new_job, workers)
     waits += [None] * (len(order) - len(waits))
     return {
         job_id: (position, None if wait is None else now + timedelta(seconds=wait))
@@ -513,8 +591,8 @@ class StoredStanding(Mapping):
     """
     A stored snapshot's standing, as decode_standing() read it: job id ->
     (position, estimated start or None), made into a UUID and a datetime
-    only for the jobs looked up. Building 20,000 of each on every load took
-    60-120 ms of a process's CPU; a poll looks up one.
+    only for the jobs looked up: building one of each for every job of a
+    long queue on every load cost far more than a poll, which looks up one.
     """
 
     def __init__(self, entries: dict[bytes, tuple[int, int]]):
@@ -535,6 +613,10 @@ class StoredStanding(Mapping):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def positions(self) -> dict[bytes, int]:
+        """Each job's position, by the id's bytes: no UUID or datetime made."""
+        return {job_id: position for job_id, (position, _) in self._entries.items()}
+
 
 def decode_standing(encoded: bytes | memoryview) -> StoredStanding:
     return StoredStanding({job_id: (position, micros) for job_id, position, micros in _ENTRY.iter_unpack(encoded)})
@@ -551,7 +633,7 @@ def _fresh_snapshot(queue: str | None, newer_than: datetime, *, wait: bool) -> S
     the newest stored one that is new enough whatever its age, or one
     built here and kept to this process.
     """
-    key = queue or ""
+    key = snapshot_key(queue)
     deadline = time.monotonic() + BUILD_LEASE
     while True:
         now = timezone.now()
@@ -561,6 +643,7 @@ def _fresh_snapshot(queue: str | None, newer_than: datetime, *, wait: bool) -> S
         if _claim_build(key, now):
             try:
                 snapshot = take_snapshot(queue)
+                snapshot.standing = no_worse_than(snapshot.standing, _stored(key, _EPOCH, now))
             except Exception:
                 # Let the others build rather than wait out the claim.
                 QueueSnapshot.objects.filter(queue=key).update(building_until=None)
@@ -572,6 +655,30 @@ def _fresh_snapshot(queue: str | None, newer_than: datetime, *, wait: bool) -> S
         if time.monotonic() > deadline:
             return None
         time.sleep(BUILD_POLL)
+
+
+def no_worse_than(standing: dict[UUID, tuple[int, datetime | None]],
+                  previous: "Snapshot | None") -> dict[UUID, tuple[int, datetime | None]]:
+    """
+    The standing with no job placed behind where the deployment's previous
+    snapshot placed it: a client polling a job sees its position only
+    improve, even when fair share lets a newcomer go first.
+    """
+    if previous is None:
+        return standing
+    before = previous.standing
+    positions = before.positions() if isinstance(before, StoredStanding) else {
+        job_id.bytes: position for job_id, (position, _) in before.items()}
+    clamped = {}
+    for job_id, (position, start) in standing.items():
+        earlier = positions.get(job_id.bytes)
+        clamped[job_id] = (position if earlier is None else min(position, earlier), start)
+    return clamped
+
+
+def snapshot_key(queue: str | None) -> str:
+    """A queue's QueueSnapshot row: its deployment's, as two deployments may share the database."""
+    return f"{this_deployment()}:{queue or ''}"
 
 
 def _stored(key: str, after: datetime, now: datetime) -> Snapshot | None:
@@ -663,7 +770,30 @@ def _rebuild(queue: str | None, delay: float, newer_than: datetime) -> None:
         connection.close()
 
 
+def _newest_stored(queue: str | None) -> None:
+    """
+    Take the deployment's stored snapshot of the queue when it is newer than
+    this process's: every process answers from the newest, so a client
+    whose polls reach different processes never sees a job move back.
+    One small read per poll of a pending job; the snapshot itself is read
+    once per process per build.
+    """
+    key = snapshot_key(queue)
+    with _snapshot_lock:
+        mine = _snapshots.get(queue)
+    after = max(mine.taken_at if mine is not None else _EPOCH, _forgotten_at)
+    if not QueueSnapshot.objects.filter(queue=key, taken_at__gt=after).exists():
+        return
+    stored = _stored(key, after, timezone.now())
+    if stored is not None:
+        with _snapshot_lock:
+            current = _snapshots.get(queue)
+            if current is None or current.taken_at < stored.taken_at:
+                _snapshots[queue] = stored
+
+
 def _snapshot_for(queue: str | None, job: VideoGenerationJob) -> Snapshot:
+    _newest_stored(queue)
     with _snapshot_lock:
         snapshot = _snapshots.get(queue)
         if snapshot is not None and not _needs_rebuild(snapshot, job):
@@ -680,6 +810,21 @@ def _snapshot_for(queue: str | None, job: VideoGenerationJob) -> Snapshot:
             with _snapshot_lock:
                 _snapshots[queue] = snapshot
     return snapshot
+
+
+def job_entered_queue(job: VideoGenerationJob) -> None:
+    """
+    A job was submitted: start the queue's rebuild now rather than at the
+    client's first poll, so its position is there within about a second.
+    """
+    if REBUILD_INLINE:
+        return
+    queue = queue_for_model(job.model_name)
+    with _snapshot_lock:
+        snapshot = _snapshots.get(queue)
+        # A process without a snapshot builds one at its first poll.
+        if snapshot is not None:
+            _rebuild_in_background(queue, snapshot, job)
 
 
 def queue_standing(job: VideoGenerationJob) -> tuple[int | None, datetime | None]:

@@ -12,9 +12,11 @@ import datetime
 import hashlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage, storages
 from django.db.models.fields.files import FieldFile
 
@@ -158,6 +160,42 @@ def presigned_url(stored: FieldFile, *, content_type: str, filename: str) -> str
         },
         expire=settings.VIDEOGEN_S3_URL_EXPIRY,
     )
+
+
+def put_replacing(name: str, data: bytes, storage: Storage = default_storage) -> None:
+    """
+    Store data at exactly `name`, replacing what is there. Django's
+    storage.save never overwrites (it picks another name), so: on disk, a
+    temporary file in the same directory renamed over the old one (atomic on
+    one filesystem); on S3, one upload to the fixed key, which S3 makes
+    visible only once whole (a single PutObject, or a multipart upload at
+    its completion).
+    """
+    if is_s3(storage):
+        # _save is the backend's own upload to the exact key; save() would first look for a free name.
+        storage._save(name, ContentFile(data))
+        return
+    path = storage.path(name)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".replacing-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def live_preview_name(job_id) -> str:
+    """Where a running job's live preview is kept: one file per job, overwritten, removed when the run ends."""
+    return f"live/{job_id}.jpg"
 
 
 def delete_files(names: list[str]) -> None:

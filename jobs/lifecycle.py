@@ -3,6 +3,7 @@ import hashlib
 import json
 import logging
 import secrets
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,9 +14,11 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
 from generation.params import GenerationParams
+from jobs.checkpoints import job_drop_checkpoint
 from jobs.deployment import queue_for_model, queue_timeout
+from jobs.estimates import job_entered_queue
 from jobs.files import delete_files
-from jobs.models import ACTIVE, ErrorCode, Status, VideoGenerationJob
+from jobs.models import ACTIVE, STORED_FILES, ErrorCode, Mode, Priority, Status, VideoGenerationJob
 from jobs.metrics import record_submitted
 from videogen.logformat import log_fields
 
@@ -78,14 +81,41 @@ def check_active_limit(user_id: str) -> None:
         raise ActiveJobLimitReached(user_id, active, limit)
 
 
+@dataclasses.dataclass(frozen=True)
+class JobInputs:
+    """What a job is made from besides its parameters: its stored images, or the job whose video it extends."""
+
+    mode: str = Mode.TEXT_TO_VIDEO
+    # Storage names (jobs.inputs.store_images); "" for none.
+    image: str = ""
+    last_image: str = ""
+    image_fit: str = "crop"
+    extend_job_id: uuid.UUID | None = None
+    # Per image field, its sha256, format, size and bytes (ImageInput.info()).
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def columns(self) -> dict:
+        return {
+            "mode": self.mode,
+            "image": self.image,
+            "last_image": self.last_image,
+            "image_fit": self.image_fit,
+            "extend_job_id": self.extend_job_id,
+            "inputs": self.info,
+        }
+
+
 def job_create(
     *,
     user_id: str,
     params: GenerationParams,
+    inputs: JobInputs = JobInputs(),
     idempotency_key: str | None = None,
     fingerprint: str = "",
     webhook_url: str = "",
     webhook_events: list[str] | None = None,
+    start_within: int | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> tuple[VideoGenerationJob, bool]:
     """
     Record a job with these parameters (a seed drawn when they have none)
@@ -116,11 +146,14 @@ def job_create(
                 job = VideoGenerationJob.objects.insert(VideoGenerationJob(
                     user_id=user_id,
                     **params.as_dict(),
+                    **inputs.columns(),
                     idempotency_key=idempotency_key,
                     request_fingerprint=fingerprint,
                     webhook_url=webhook_url,
                     webhook_events=webhook_events or [],
                     submitted_at=now,
+                    start_deadline_at=None if start_within is None else now + timedelta(seconds=start_within),
+                    priority=priority,
                     # In the queue from its commit on (the wake-up follows it).
                     queued_at=now,
                 ))
@@ -195,6 +228,7 @@ def job_submitted(job: VideoGenerationJob, *, woken: bool = False) -> None:
     else:
         job_enqueue(job)
     record_submitted(job.model_name)
+    job_entered_queue(job)
 
 
 def wakes_up_with_the_job(queue: str | None) -> bool:
@@ -247,7 +281,11 @@ def job_cancel(job: VideoGenerationJob) -> bool:
     one is interrupted by its worker at the next denoising step, which keeps
     no video. False when the job had already finished.
     """
-    return job.transition(Status.CANCELLED, from_=ACTIVE, completed_at=timezone.now())
+    cancelled = job.transition(Status.CANCELLED, from_=ACTIVE, completed_at=timezone.now())
+    if cancelled and VideoGenerationJob.objects.filter(pk=job.pk).exclude(checkpoint="").exists():
+        # A job handed back or lost mid-run waits with its checkpoint; a running one's worker removes its own too.
+        job_drop_checkpoint(job)
+    return cancelled
 
 
 def job_delete(job: VideoGenerationJob) -> bool:
@@ -261,12 +299,12 @@ def job_delete(job: VideoGenerationJob) -> bool:
     job_cancel(job)
     # Read after the cancel: no worker can complete the job any more, so
     # these are all the files it will ever have.
-    names = VideoGenerationJob.objects.filter(pk=job.pk).values_list("video", "poster", "preview").first()
+    names = VideoGenerationJob.objects.filter(pk=job.pk).values_list(*STORED_FILES).first()
     if names is None:
         return False
     delete_files(list(names))
     deleted, _ = VideoGenerationJob.objects.filter(pk=job.pk).delete()
-    logger.info("job=%s user_id=%s deleted with its files", job.id, job.user_id)
+    logger.info("deleted with its files", extra=log_fields(job))
     return deleted > 0
 
 

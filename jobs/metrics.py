@@ -28,7 +28,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from jobs.deployment import served_models
-from jobs.models import ACTIVE, FINISHED, MetricSeries, Status, VideoGenerationJob, WorkerGpu, WorkerHost
+from jobs.models import ACTIVE, FINISHED, ClusterBeat, MetricSeries, Status, VideoGenerationJob, WorkerGpu
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ def _add(rows: list[tuple[str, str, float]], *, flush: bool = True) -> bool:
     savepoint keeps a failure here from aborting the caller's work.
 
     flush=False, outside a transaction on PostgreSQL: the statement's
-    commit does not wait for the WAL to reach the disk (~5 ms here, the
-    cost of a whole submit's durable commit; bench/RESULTS.md, hot paths).
+    commit does not wait for the WAL to reach the disk (as long as a whole
+    submit's durable commit; bench/RESULTS.md, hot paths).
     For counts a server crash may lose without harm. SET LOCAL in the same
     round trip makes the statement's implicit transaction skip the flush,
     and only it.
@@ -117,9 +117,6 @@ def _number(value: float) -> str:
 # loses at most its last second's count, as a database crash loses the
 # counts' unflushed commits (flush=False).
 SUBMITS_WRITTEN_EVERY = 1.0
-# Tests: write each count at once, in the submitting thread (a thread of
-# its own has its own connection, which cannot see a test's transaction).
-SUBMITS_INLINE = False
 
 
 class SubmitCounts:
@@ -184,10 +181,7 @@ def _submitted_rows(counts: dict[str, int]) -> list[tuple[str, str, float]]:
 
 
 def record_submitted(model: str) -> None:
-    if SUBMITS_INLINE:
-        _add(_submitted_rows({model: 1}), flush=False)
-    else:
-        submit_counts.add(model)
+    submit_counts.add(model)
 
 
 def record_transition(job, to: str) -> None:
@@ -207,21 +201,6 @@ def record_transition(job, to: str) -> None:
             rows += _histogram("videogen_job_duration_seconds", DURATION_BUCKETS, duration, model=job.model_name)
     if rows:
         _add(rows)
-
-
-def record_worker_host(workers: int | None) -> None:
-    """From a qcluster parent: its live workers; None when it stops (its row goes)."""
-    # Late: jobs.recovery imports jobs.lifecycle, which imports this module.
-    from jobs.recovery import worker_name
-
-    cluster = worker_name()
-    if workers is None:
-        WorkerHost.objects.filter(cluster=cluster).delete()
-        return
-    WorkerHost.objects.update_or_create(
-        cluster=cluster,
-        defaults={"host": settings.VIDEOGEN_WORKER_HOST, "workers": workers, "beat_at": timezone.now()},
-    )
 
 
 def record_gpu_memory(worker: str, device: str) -> None:
@@ -317,11 +296,11 @@ def render_jobs() -> str:
         family = "videogen_jobs_pending" if status == Status.PENDING else "videogen_jobs_running"
         samples[family].append(f"{family}{{{label_text(model=model)}}} {count}")
 
-    # A host whose parent has not written for three reaper intervals is gone.
-    fresh = timezone.now() - datetime.timedelta(seconds=3 * settings.VIDEOGEN_REAPER_INTERVAL + 5)
+    # A cluster that stopped beating counts none (ClusterBeat's one rule); its host stays listed.
+    live = set(ClusterBeat.objects.live().values_list("name", flat=True))
     hosts: dict[str, int] = {}
-    for host, workers, beat_at in WorkerHost.objects.order_by("host").values_list("host", "workers", "beat_at"):
-        hosts[host] = hosts.get(host, 0) + (workers if beat_at >= fresh else 0)
+    for name, host, processes in ClusterBeat.objects.order_by("host").values_list("name", "host", "processes"):
+        hosts[host] = hosts.get(host, 0) + (len(processes) if name in live else 0)
     for host, alive in hosts.items():
         samples["videogen_workers_alive"].append(f"videogen_workers_alive{{{label_text(host=host)}}} {alive}")
 

@@ -14,6 +14,17 @@ API_PREFIX = "/api/"
 CLIENT_ERRORS = (SuspiciousOperation, BadRequest, PermissionDenied, Http404)
 
 
+SUBMIT_PATHS = ("/api/v1/generate", "/api/v1/generate/")
+
+
+def body_limit(path: str) -> int:
+    """The largest request body this path takes: a submit's may carry its images, every other the body limit."""
+    if path in SUBMIT_PATHS:
+        # Two images, as base64 in JSON (4/3 of their bytes) or as file parts, beside the other fields.
+        return settings.VIDEOGEN_MAX_BODY_BYTES + 2 * (settings.VIDEOGEN_MAX_IMAGE_BYTES * 4 // 3 + 4)
+    return settings.VIDEOGEN_MAX_BODY_BYTES
+
+
 class JsonApiErrorsMiddleware:
     """
     Under /api/, errors Django itself would answer in HTML are JSON: bodies
@@ -26,13 +37,14 @@ class JsonApiErrorsMiddleware:
 
     def __call__(self, request):
         if request.path.startswith(API_PREFIX):
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            limit = body_limit(request.path)
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = 0
             if length > limit:
-                return error_response(ApiError(413, f"The request body is {length} bytes; the limit is {limit} bytes."))
+                too_big = ApiError(413, f"The request body is {length} bytes; the limit is {limit} bytes.")
+                return error_response(too_big, request)
         return self.get_response(request)
 
     def process_exception(self, request, exception):
@@ -43,6 +55,6 @@ class JsonApiErrorsMiddleware:
             # in videogen/urls.py, which speak JSON under /api/.
             return None
         if isinstance(exception, DATABASE_DOWN):
-            return database_down(request.path)
+            return database_down(request)
         logger.exception("unexpected error while serving %s", request.path)
-        return error_response(ApiError(500, SERVER_ERROR))
+        return error_response(ApiError(500, SERVER_ERROR), request)

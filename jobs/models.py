@@ -2,20 +2,25 @@ import copy
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import connections, models, transaction
-from django.db.models import Count, F
-from django.db.models.sql import InsertQuery
+from django.db import models, transaction
+from django.db.models import Count, F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
-from generation.params import GenerationParams
+from generation.params import FIRST_LAST_FRAME, IMAGE_TO_VIDEO, TEXT_TO_VIDEO, GenerationParams
+from jobs.compiled import CompiledInsert, CompiledQuery
+from jobs.outbound import MAX_URL_LENGTH
+from jobs.signals import job_changed
+
+
+# The longest user_id a job or an API key takes, wherever one is given.
+USER_ID_MAX_LENGTH = 100
 
 
 class Status(models.TextChoices):
@@ -33,6 +38,33 @@ WEBHOOK_STATUSES = (Status.RUNNING, Status.COMPLETED, Status.FAILED, Status.CANC
 DEFAULT_WEBHOOK_EVENTS = [Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value]
 
 
+# Every file a job may have in storage: its outputs, then its inputs.
+OUTPUT_FILES = ("video", "poster", "preview")
+# The checkpoint is a running job's saved state (jobs/checkpoints.py), gone once it ends.
+STORED_FILES = (*OUTPUT_FILES, "image", "last_image", "checkpoint")
+
+
+class Mode(models.TextChoices):
+    """What a job makes its video from: generation.params' modes, and extending another job's video."""
+
+    TEXT_TO_VIDEO = TEXT_TO_VIDEO
+    IMAGE_TO_VIDEO = IMAGE_TO_VIDEO
+    FIRST_LAST_FRAME = FIRST_LAST_FRAME
+    EXTEND = "extend"
+
+
+class Priority(models.IntegerChoices):
+    """Which waiting jobs a worker takes first (jobs/queue.py); fair share orders users within one."""
+
+    LOW = 0, "low"
+    NORMAL = 1, "normal"
+    HIGH = 2, "high"
+
+    @classmethod
+    def named(cls, name: str) -> "Priority":
+        return {priority.label: priority for priority in cls}[name]
+
+
 class ErrorCode(models.TextChoices):
     """Why a job failed, so operators can filter and clients can react."""
 
@@ -45,6 +77,8 @@ class ErrorCode(models.TextChoices):
     # The broker refused the job's wake-up at submit or re-run.
     ENQUEUE_FAILED = "enqueue_failed"
     INTERNAL = "internal"
+    # Cancelled, not failed: the job had not started by its start_within.
+    DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 # Lists count their rows up to this, never scanning a huge table on every
@@ -101,7 +135,7 @@ class JobQuerySet(models.QuerySet):
     def insert(self, job: "VideoGenerationJob") -> "VideoGenerationJob":
         """
         Save a new job: create()'s INSERT, compiled once per process (see
-        CompiledOnce). The submit's insert.
+        jobs.compiled.CompiledOnce). The submit's insert.
         """
         self._for_write = True  # as create() does: the database written to
         _job_insert.insert(job, self.db)
@@ -115,151 +149,21 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status__in=ACTIVE)
 
     def completed_videos(self) -> "JobQuerySet":
-        return self.filter(status=Status.COMPLETED).order_by("-completed_at", "-id")
+        # An expired job's files are gone: GET /job still shows it, the list of videos does not.
+        return self.filter(status=Status.COMPLETED, expired_at__isnull=True).order_by("-completed_at", "-id")
 
 
-class CompiledOnce:
+def this_deployment() -> str:
     """
-    SQL the ORM compiles once per database (_compile), kept for the
-    process. Django compiles a query's SQL on every evaluation: for a status
-    poll that took as long as the database took to answer it; a submit's
-    active-job count cost 400 µs of CPU where running its SQL costs 100, and
-    its INSERT of the job's 35 columns a quarter of the whole submit's CPU
-    (bench/RESULTS.md, hot paths). On PostgreSQL the database keeps them
-    parsed and planned too (_prepared_cursor).
+    The deployment this process belongs to: its VIDEOGEN_QUEUE_NAME. Two
+    deployments may share a database; each claims only its own jobs.
     """
-
-    def __init__(self):
-        self._compiled: dict[str, tuple] = {}
-        self._lock = threading.Lock()
-
-    def compiled(self, alias: str) -> tuple:
-        compiled = self._compiled.get(alias)
-        if compiled is None:
-            with self._lock:
-                compiled = self._compiled.setdefault(alias, self._compile(alias))
-        return compiled
-
-    def _compile(self, alias: str) -> tuple:
-        raise NotImplementedError
-
-
-class CompiledQuery(CompiledOnce):
-    """
-    A query, compiled once per database (CompiledOnce). `build` makes the
-    queryset from stand-ins for the values named in `fields` (each the model
-    field the value is compared with, which prepares it for the database);
-    the SQL, its filters (for_user()'s among them) and its column converters
-    are the ORM's own, and only those values change between calls.
-    """
-
-    def __init__(self, build: Callable[..., models.QuerySet], **fields: models.Field):
-        super().__init__()
-        self._build = build
-        self._fields = fields
-
-    def first(self, alias: str, *, before: tuple[str, list] = ("", []), **values) -> tuple[list[str], list] | None:
-        """
-        (the columns' attribute names, the first row, converted), or None
-        when there is no row. `before`: a statement (SQL, parameters) to run
-        first, in the same round trip; PostgreSQL only (client-side binding
-        sends both as one simple query, and each statement takes its own
-        snapshot).
-        """
-        sql, slots, names, converters = self.compiled(alias)
-        connection = connections[alias]
-        params = [
-            self._fields[slot].get_db_prep_value(values[slot], connection) if isinstance(slot, str) else slot[1]
-            for slot in slots
-        ]
-        before_sql, before_params = before
-        # Prepared once per connection where the backend can (videogen/postgresql); not with `before`, two statements.
-        with connection.cursor() if before_sql else _prepared_cursor(connection) as cursor:
-            if before_sql:
-                cursor.execute(f"{before_sql}; {sql}", [*before_params, *params])
-                cursor.nextset()
-            else:
-                cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        row = list(row)
-        for position, (functions, expression) in converters.items():
-            for function in functions:
-                row[position] = function(row[position], expression, connection)
-        return names, row
-
-    def _compile(self, alias: str) -> tuple:
-        connection = connections[alias]
-        stand_ins = {name: _stand_in(name, field, number) for number, (name, field) in enumerate(self._fields.items())}
-        compiler = self._build(**stand_ins).using(alias).query.get_compiler(using=alias)
-        sql, params = compiler.as_sql()
-        prepared = {name: self._fields[name].get_db_prep_value(value, connection) for name, value in stand_ins.items()}
-        # Each parameter is one of the values, or a constant of the query's to keep as it is.
-        slots = [next((name for name, value in prepared.items() if param == value), ("constant", param)) for param in params]
-        if sorted(slot for slot in slots if isinstance(slot, str)) != sorted(self._fields):
-            raise AssertionError(f"cannot tell the parameters of {sql!r} apart: {params!r}")
-        columns = [column for column, _, _ in compiler.select]
-        names = [getattr(getattr(column, "target", None), "attname", label) for (column, _, label) in compiler.select]
-        return sql, slots, names, compiler.get_converters(columns)
-
-
-class CompiledInsert(CompiledOnce):
-    """
-    A model's INSERT of all its columns, compiled once per database
-    (CompiledOnce). Each insert only prepares the values, with the fields'
-    own pre_save() and get_db_prep_save(), as the ORM's compiler does. For
-    models whose save() is the ORM's own, with no signal receivers and no
-    column the database fills in (nothing to read back).
-    """
-
-    def __init__(self, model: type[models.Model]):
-        super().__init__()
-        self._model = model
-
-    def insert(self, instance: models.Model, alias: str) -> None:
-        sql, fields = self.compiled(alias)
-        connection = connections[alias]
-        params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
-        with _prepared_cursor(connection) as cursor:
-            cursor.execute(sql, params)
-        instance._state.adding = False
-        instance._state.db = alias
-
-    def _compile(self, alias: str) -> tuple:
-        meta = self._model._meta
-        if meta.db_returning_fields or any(field.has_db_default() for field in meta.concrete_fields):
-            raise TypeError(f"{self._model.__name__} has columns the database fills in")
-        fields = list(meta.local_concrete_fields)
-        query = InsertQuery(self._model)
-        query.insert_values(fields, [self._model()])
-        [(sql, params)] = query.get_compiler(using=alias).as_sql()
-        if len(params) != len(fields) or sql.count("%s") != len(fields):
-            raise AssertionError(f"the INSERT has other placeholders than one per column: {sql!r}")
-        return sql, fields
-
-
-def _prepared_cursor(connection):
-    """A cursor whose statements the database keeps parsed and planned (videogen/postgresql), else a plain one."""
-    prepared_cursor = getattr(connection, "prepared_cursor", None)
-    return connection.cursor() if prepared_cursor is None else prepared_cursor()
-
-
-def _stand_in(name: str, field: models.Field, number: int):
-    """
-    A value for the compiler to place that no real value equals: text with a
-    NUL (which PostgreSQL cannot store), the nil UUID and its neighbours.
-    """
-    if isinstance(field, models.UUIDField):
-        return uuid.UUID(int=number)
-    if isinstance(field, models.CharField):
-        return f"\x00{name}"
-    raise TypeError(f"no stand-in for a {type(field).__name__}")
+    return settings.Q_CLUSTER["name"]
 
 
 class VideoGenerationJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user_id = models.CharField(max_length=100)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH)
 
     # The generation parameters: the fields of generation.params.GenerationParams.
     prompt = models.TextField()
@@ -276,6 +180,8 @@ class VideoGenerationJob(models.Model):
     seed = models.BigIntegerField(null=True, blank=True)
 
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    # The deployment that accepted the job (this_deployment()): only its workers claim it.
+    deployment = models.CharField(max_length=100, default=this_deployment, editable=False)
     progress = models.PositiveSmallIntegerField(default=0)
     # The denoising step last reported, out of num_inference_steps.
     current_step = models.PositiveSmallIntegerField(default=0)
@@ -311,10 +217,37 @@ class VideoGenerationJob(models.Model):
     first_step_at = models.DateTimeField(null=True, blank=True)
     stepped_at = models.DateTimeField(null=True, blank=True)
     # Where to send this job's events (jobs.webhooks), and which of them.
-    webhook_url = models.CharField(max_length=2000, blank=True, default="")
+    webhook_url = models.CharField(max_length=MAX_URL_LENGTH, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
     # When VIDEOGEN_RETENTION_DAYS removed the job's files (the row stays).
     expired_at = models.DateTimeField(null=True, blank=True)
+    # The inputs besides the prompt: the images as the client sent them
+    # (jobs.inputs), how they are fitted to width x height, the job whose
+    # video this one extends, and each image's sha256, format and size.
+    mode = models.CharField(max_length=32, choices=Mode.choices, default=Mode.TEXT_TO_VIDEO)
+    image = models.FileField(max_length=500, blank=True)
+    last_image = models.FileField(max_length=500, blank=True)
+    image_fit = models.CharField(max_length=16, default="crop")
+    extend_job_id = models.UUIDField(null=True, blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    # A client's start_within: when a job that has not started by then is
+    # cancelled (deadline_exceeded). Cleared when it first starts.
+    start_deadline_at = models.DateTimeField(null=True, blank=True)
+    # Every status the job has had, in order, comma-separated: the event
+    # stream's ids and resumes are derived from it (jobs/events.py).
+    status_log = models.TextField(default=Status.PENDING.value, editable=False)
+    # The denoising state of an unfinished run and the step it was saved
+    # after: a requeued job goes on from it (jobs/checkpoints.py). Kept
+    # across requeues, removed when the job ends.
+    checkpoint = models.FileField(max_length=500, blank=True)
+    checkpoint_step = models.PositiveSmallIntegerField(default=0)
+    priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    # Set on a running job that is to checkpoint and go back to pending for a
+    # waiting high-priority one (jobs/queue.py, preemption); its worker reads
+    # it with its next progress write.
+    yield_requested_at = models.DateTimeField(null=True, blank=True)
+    # How often the job yielded its worker that way; run_info.preemptions shows it.
+    preemptions = models.PositiveSmallIntegerField(default=0)
 
     objects = JobQuerySet.as_manager()
 
@@ -329,17 +262,17 @@ class VideoGenerationJob(models.Model):
             ),
         ]
         indexes = [
-            # GET /videos?user_id=: one user's completed videos, newest first.
+            # GET /videos?user_id=: one user's completed videos not yet expired, newest first.
             models.Index(
                 fields=["user_id", "-completed_at", "-id"],
                 name="job_user_completed_idx",
-                condition=models.Q(status="completed"),
+                condition=models.Q(status="completed", expired_at__isnull=True),
             ),
-            # GET /videos without user_id: everyone's completed videos.
+            # GET /videos without user_id: everyone's completed videos not yet expired.
             models.Index(
                 fields=["-completed_at", "-id"],
                 name="job_completed_idx",
-                condition=models.Q(status="completed"),
+                condition=models.Q(status="completed", expired_at__isnull=True),
             ),
             models.Index(fields=["status", "submitted_at"], name="job_status_submitted_idx"),
             # The admin: newest first, and its filters.
@@ -351,7 +284,7 @@ class VideoGenerationJob(models.Model):
             # one's oldest pending job. Partial, so it holds only the queue;
             # model_name makes the users' scan index-only.
             models.Index(
-                fields=["user_id", "submitted_at", "model_name"],
+                fields=["deployment", "user_id", "submitted_at", "model_name", "priority"],
                 name="job_pending_claim_idx",
                 condition=models.Q(status="pending"),
             ),
@@ -383,9 +316,10 @@ class VideoGenerationJob(models.Model):
         if where is not None:
             rows = rows.filter(where)
         with transaction.atomic():
-            updated = rows.update(status=to, **fields)
+            updated = rows.update(status=to, status_log=Concat(F("status_log"), Value(f",{Status(to).value}")), **fields)
             if updated != 1:
                 return False
+            job_changed.send(type(self), job_id=self.pk, status=to)
             # In the same transaction: a state change whose event is lost
             # cannot commit, nor an event for a change that did not.
             # webhook_url is set at submit and never changes: a job loaded
@@ -409,32 +343,57 @@ class VideoGenerationJob(models.Model):
         record_transition(self, to)
         return True
 
+    # What a run starts without, whether claimed (start) or sent back to
+    # pending (requeue): the last run's progress and its preemption request.
+    RUN_RESETS = {
+        "progress": 0,
+        "current_step": 0,
+        "first_step_at": None,
+        "stepped_at": None,
+        "yield_requested_at": None,
+    }
+
     # What a job sent back to pending starts again without: its last run's
     # progress, worker, times and outcome, so that pending looks the same
     # whichever way a job got there. Its parameters and seed stay, and so a
     # re-run makes the same video.
     REQUEUE_RESETS = {
-        "progress": 0,
-        "current_step": 0,
+        **RUN_RESETS,
         "worker": "",
         "heartbeat_at": None,
         "started_at": None,
-        "first_step_at": None,
-        "stepped_at": None,
         "completed_at": None,
         "error_code": "",
         "error_message": "",
         "run_info": {},
     }
 
-    def requeue(self, *, from_: set[Status], where: models.Q | None = None, count_attempt: bool = True) -> bool:
+    def start(self, *, worker: str, now) -> bool:
+        """
+        Claim: pending to running as `worker`'s, as a transition (False when
+        another process got there first), with RUN_RESETS.
+        """
+        return self.transition(
+            Status.RUNNING,
+            from_={Status.PENDING},
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            **self.RUN_RESETS,
+            # Started: start_within no longer applies, whatever happens to this run.
+            start_deadline_at=None,
+        )
+
+    def requeue(
+        self, *, from_: set[Status], where: models.Q | None = None, count_attempt: bool = True, **fields
+    ) -> bool:
         """
         Back to pending, as a transition (False when another process got there
         first), with REQUEUE_RESETS and, when count_attempt, one more attempt.
         The caller wakes a worker (jobs.lifecycle.job_enqueue) once it is committed.
         """
         # A copy: run_info's {} must not be shared between instances.
-        fields = copy.deepcopy(self.REQUEUE_RESETS)
+        fields = {**copy.deepcopy(self.REQUEUE_RESETS), **fields}
         # Back in the queue from now (jobs.estimates, jobs.recovery read it).
         fields["queued_at"] = timezone.now()
         if count_attempt:
@@ -449,29 +408,76 @@ class VideoGenerationJob(models.Model):
         filter on) and a message clients read, as a transition. `fields` are
         recorded with it (the run's run_info).
         """
-        return self.transition(
-            Status.FAILED,
+        return self._finish(Status.FAILED, from_=from_, where=where, error_code=code, error_message=message, **fields)
+
+    def complete(
+        self, *, video: str, poster: str, preview: str, from_: set[Status], where: models.Q | None = None, **fields
+    ) -> bool:
+        """
+        Complete the job with its stored files, as a transition: progress
+        full, every step done. `fields` are recorded with it (the file's
+        size and duration, the run's run_info).
+        """
+        return self._finish(
+            Status.COMPLETED,
             from_=from_,
             where=where,
-            error_code=code,
-            error_message=message,
-            completed_at=timezone.now(),
+            video=video,
+            poster=poster,
+            preview=preview,
+            progress=100,
+            current_step=self.num_inference_steps,
             **fields,
         )
+
+    def _finish(self, to: Status, *, from_: set[Status], where: models.Q | None, **fields) -> bool:
+        # A finished job's completed_at is when it finished, whichever way.
+        return self.transition(to, from_=from_, where=where, completed_at=timezone.now(), **fields)
+
+    def cancel_past_start_deadline(self, now) -> bool:
+        """Cancel the job as deadline_exceeded if it is still pending past its start deadline, as a transition."""
+        return self.transition(
+            Status.CANCELLED,
+            from_={Status.PENDING},
+            where=models.Q(start_deadline_at__lte=now),
+            error_code=ErrorCode.DEADLINE_EXCEEDED,
+            error_message=f"Not started by its start deadline ({self.start_deadline_at:%Y-%m-%d %H:%M:%S} UTC, "
+            "start_within): cancelled without running.",
+            completed_at=now,
+        )
+
+    def ask_to_yield(self, now) -> bool:
+        """
+        Preemption: ask this running job's worker to checkpoint it and hand it
+        back (it reads this with its next progress write, set_progress). Only
+        a run still RUNNING as the same worker's, and asked once.
+        """
+        return bool(
+            type(self).objects.filter(
+                pk=self.pk, status=Status.RUNNING, worker=self.worker, yield_requested_at__isnull=True
+            ).update(yield_requested_at=now)
+        )
+
+    def asked_to_yield(self) -> bool:
+        return type(self).objects.filter(
+            pk=self.pk, status=Status.RUNNING, worker=self.worker, yield_requested_at__isnull=False
+        ).exists()
 
     def set_progress(self, progress: int, **fields) -> bool:
         """
         Record progress while running. Returns False, writing nothing, once the
-        job has left RUNNING or is no longer this worker's: that is how a
-        worker learns it was cancelled (or its job given to another).
+        job has left RUNNING, is no longer this worker's, or was asked to
+        yield (ask_to_yield): that is how a worker learns it was cancelled (or
+        its job given to another, or preempted; asked_to_yield tells which).
         """
         still_running = (
             type(self)
-            .objects.filter(pk=self.pk, status=Status.RUNNING, worker=self.worker)
+            .objects.filter(pk=self.pk, status=Status.RUNNING, worker=self.worker, yield_requested_at__isnull=True)
             .update(progress=progress, **fields)
             == 1
         )
         if still_running:
+            job_changed.send(type(self), job_id=self.pk, status=None)
             self.progress = progress
             for name, value in fields.items():
                 setattr(self, name, value)
@@ -492,7 +498,7 @@ class VideoGenerationJob(models.Model):
         return f"{self.id}.mp4"
 
 
-# The hot paths' SQL (see CompiledOnce): a status poll's read, with a user
+# The hot paths' SQL (see jobs.compiled.CompiledOnce): a status poll's read, with a user
 # filter and without; a submit's INSERT and its active-job cap's count.
 _visible_to_user = CompiledQuery(
     lambda user, job: VideoGenerationJob.objects.for_user(user).filter(pk=job).order_by(),
@@ -510,13 +516,47 @@ _active_jobs = CompiledQuery(
 )
 
 
+class PendingFileQuerySet(models.QuerySet):
+    def record(self, job: VideoGenerationJob, names: list[str]) -> None:
+        """Record the storage names an attempt of `job` (its current worker's) is about to write."""
+        self.bulk_create([self.model(name=name, job_id=job.pk, worker=job.worker) for name in names])
+
+    def forget(self, names: list[str]) -> None:
+        """The files are the job's now, or deleted: nothing is left to sweep."""
+        self.filter(name__in=names).delete()
+
+
+class PendingFile(models.Model):
+    """
+    A file an attempt of a job writes to storage (the job's outputs, and any
+    other file named here), recorded before it is written and forgotten once
+    the job points at it or it is deleted. The reaper removes the files of
+    attempts that ended otherwise (jobs.recovery.sweep_unfinished_files):
+    a worker killed between its uploads and the job's final write.
+    """
+
+    name = models.CharField(max_length=500, db_index=True)
+    # Not a foreign key: a job deleted while its attempt wrote must leave its record to sweep.
+    job_id = models.UUIDField()
+    # The attempt: the worker that held the job when it recorded the name.
+    worker = models.CharField(max_length=200, blank=True, default="")
+    # Each deployment sweeps its own storage's files.
+    deployment = models.CharField(max_length=100, default=this_deployment)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    objects = PendingFileQuerySet.as_manager()
+
+    class Meta:
+        db_table = "videogen_pending_files"
+
+
 class UserWeight(models.Model):
     """
     An operator's share for one user under the fair policy: weight 2 gets
     twice the worker time of weight 1. Users not listed weigh 1.
     """
 
-    user_id = models.CharField(max_length=100, unique=True)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH, unique=True)
     weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(1000)])
     note = models.CharField(max_length=200, blank=True, default="")
 
@@ -528,20 +568,47 @@ class UserWeight(models.Model):
         return f"{self.user_id} × {self.weight:g}"
 
 
+class ClusterBeatQuerySet(models.QuerySet):
+    def live(self) -> "ClusterBeatQuerySet":
+        """The clusters that beat within ClusterBeat.liveness_seconds(): the one rule for "alive"."""
+        return self.filter(seen_at__gte=timezone.now() - timedelta(seconds=ClusterBeat.liveness_seconds()))
+
+
 class ClusterBeat(models.Model):
     """
-    A live qcluster, refreshed by its parent's reaper thread: how many worker
-    processes serve which queue. The estimates count live workers from these.
+    A qcluster, refreshed by its parent's reaper thread every
+    VIDEOGEN_REAPER_INTERVAL: where it runs, which queue it serves and its
+    worker processes. The one liveness record: the estimates count live
+    workers from it, /metrics reports them, the admin's Fleet page shows it.
     """
 
+    # host:pid of the qcluster parent; a host may run several clusters.
     name = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=200, default="")
+    deployment = models.CharField(max_length=100, default=this_deployment)
     # "" for the default queue, else a VIDEOGEN_MODEL_QUEUES queue.
     queue = models.CharField(max_length=100, blank=True, default="")
+    # Worker processes it runs (VIDEOGEN_WORKERS): the estimates' capacity.
     workers = models.PositiveSmallIntegerField()
+    # Those alive at the last beat, each holding a slot: [{"pid", "slot", "device"}], by slot.
+    processes = models.JSONField(default=list, blank=True)
     seen_at = models.DateTimeField()
+
+    objects = ClusterBeatQuerySet.as_manager()
 
     class Meta:
         db_table = "video_generation_cluster_beats"
+        verbose_name = "Fleet"
+        verbose_name_plural = "Fleet"
+
+    @staticmethod
+    def liveness_seconds() -> float:
+        """A cluster silent for longer is gone: two missed beats, and never less than a job's heartbeat timeout."""
+        return max(2 * settings.VIDEOGEN_REAPER_INTERVAL, settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
+
+    @property
+    def is_live(self) -> bool:
+        return timezone.now() - self.seen_at <= timedelta(seconds=self.liveness_seconds())
 
 
 class QueueSnapshot(models.Model):
@@ -625,9 +692,11 @@ def hash_api_key(key: str) -> str:
 
 class ApiKey(models.Model):
     name = models.CharField(max_length=100, blank=True, default="")
-    user_id = models.CharField(max_length=100)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH)
     # An operator key acts for any user_id, and for every user when none is given.
     operator = models.BooleanField(default=False)
+    # What the key may do beyond submitting and reading its user's jobs (ApiKey.SCOPES).
+    scopes = models.JSONField(default=list, blank=True)
     prefix = models.CharField(max_length=32, unique=True)
     hashed = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
@@ -640,16 +709,30 @@ class ApiKey(models.Model):
         ordering = ["-created_at"]
         verbose_name = "API key"
 
+    # priority: submit jobs with priority high.
+    SCOPES = ("priority",)
+
     def __str__(self) -> str:
         return f"{self.prefix} ({self.user_id}{', operator' if self.operator else ''})"
 
     @classmethod
-    def issue(cls, *, user_id: str, operator: bool = False, name: str = "") -> tuple["ApiKey", str]:
+    def issue(
+        cls, *, user_id: str, operator: bool = False, name: str = "", scopes: list[str] | tuple[str, ...] = ()
+    ) -> tuple["ApiKey", str]:
         """A new key and its secret text, which exists only in this return value."""
+        unknown = set(scopes) - set(cls.SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
         prefix = API_KEY_PREFIX + secrets.token_hex(8)
         text = f"{prefix}.{secrets.token_urlsafe(32)}"
-        key = cls.objects.create(name=name, user_id=user_id, operator=operator, prefix=prefix, hashed=hash_api_key(text))
+        key = cls.objects.create(
+            name=name, user_id=user_id, operator=operator, scopes=sorted(set(scopes)), prefix=prefix,
+            hashed=hash_api_key(text),
+        )
         return key, text
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
     def revoke(self) -> bool:
         """Revoke the key; False when it already was. Its next request is a 401."""
@@ -684,19 +767,6 @@ class MetricSeries(models.Model):
         constraints = [models.UniqueConstraint(fields=["name", "labels"], name="metric_series_unique")]
 
 
-class WorkerHost(models.Model):
-    """A qcluster's live worker count, written by its parent at each reap (jobs/metrics.py)."""
-
-    # host:pid of the qcluster parent; a host may run several clusters.
-    cluster = models.CharField(max_length=200, primary_key=True)
-    host = models.CharField(max_length=200)
-    workers = models.PositiveIntegerField(default=0)
-    beat_at = models.DateTimeField()
-
-    class Meta:
-        db_table = "videogen_worker_hosts"
-
-
 class WorkerGpu(models.Model):
     """A worker process's CUDA memory, written after each job and with each heartbeat."""
 
@@ -729,7 +799,7 @@ class WebhookEvent(models.Model):
     id = models.CharField(primary_key=True, max_length=40)
     job = models.ForeignKey(VideoGenerationJob, on_delete=models.CASCADE, related_name="webhook_events_sent")
     type = models.CharField(max_length=32)
-    url = models.CharField(max_length=2000)
+    url = models.CharField(max_length=MAX_URL_LENGTH)
     # The exact body that is signed and sent on every attempt.
     payload = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)

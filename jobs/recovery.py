@@ -13,12 +13,14 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs.checkpoints import job_drop_checkpoint
 from jobs.deployment import queue_for_model
-from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.models import ErrorCode, PendingFile, Priority, Status, VideoGenerationJob, this_deployment
 from jobs.lifecycle import broker, job_enqueue
+from jobs.queue import jobs_cancel_past_start_deadline, jobs_preempt_for_high_priority
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -68,9 +70,10 @@ def worker_is_gone(name: str) -> bool:
 
 
 def lost_jobs():
-    """Running jobs whose worker stopped beating, or died on this host."""
+    """This deployment's running jobs whose worker stopped beating, or died on this host."""
     stale = timezone.now() - timedelta(seconds=settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
-    running = VideoGenerationJob.objects.filter(status=Status.RUNNING)
+    # Another deployment's job would be woken up on this one's queues.
+    running = VideoGenerationJob.objects.filter(status=Status.RUNNING, deployment=this_deployment())
     candidates = running.filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)) | running.filter(
         worker__startswith=f"{settings.VIDEOGEN_WORKER_HOST}:"
     )
@@ -98,6 +101,8 @@ def job_recover(job: VideoGenerationJob) -> str | None:
             from_={Status.RUNNING},
             where=still_lost,
         )
+        if failed:
+            job_drop_checkpoint(job)
         return "failed" if failed else None
     if not job.requeue(from_={Status.RUNNING}, where=still_lost):
         return None
@@ -105,12 +110,16 @@ def job_recover(job: VideoGenerationJob) -> str | None:
     return "requeued"
 
 
-def job_hand_back(job: VideoGenerationJob) -> bool:
+def job_hand_back(job: VideoGenerationJob, *, preempted: bool = False) -> bool:
     """
-    A running job whose worker is stopping (not failing): requeue() it
-    without counting the attempt, if it is still that worker's.
+    A running job whose worker is stopping, or that was preempted (not
+    failing): requeue() it without counting the attempt, if it is still that
+    worker's. A preemption is counted (run_info.preemptions from then on).
     """
-    handed_back = job.requeue(from_={Status.RUNNING}, where=Q(worker=job.worker), count_attempt=False)
+    counted = {}
+    if preempted:
+        counted = {"preemptions": F("preemptions") + 1, "run_info": {"preemptions": job.preemptions + 1}}
+    handed_back = job.requeue(from_={Status.RUNNING}, where=Q(worker=job.worker), count_attempt=False, **counted)
     if handed_back:
         job_enqueue(job)  # at once: outside any transaction, the requeue is committed
     return handed_back
@@ -132,7 +141,7 @@ def resend_lost_wake_ups() -> int:
     settle = timezone.now() - timedelta(seconds=WAKE_UP_SETTLE)
     # NULL: rows from before queued_at existed (or whose enqueue never ran).
     waiting = (
-        VideoGenerationJob.objects.filter(status=Status.PENDING)
+        VideoGenerationJob.objects.filter(status=Status.PENDING, deployment=this_deployment())
         .filter(Q(queued_at__lt=settle) | Q(queued_at__isnull=True, submitted_at__lt=settle))
         .order_by("submitted_at")
     )
@@ -151,6 +160,43 @@ def resend_lost_wake_ups() -> int:
     return sent
 
 
+# Records swept per reap at most: a backlog drains over several reaps.
+SWEEP_BATCH = 500
+
+
+def sweep_unfinished_files() -> int:
+    """
+    Remove the files of attempts that ended without their job pointing at
+    them (PendingFile): the attempt's job is gone, or is no longer running
+    as that attempt's worker. A file the job points at is never removed
+    (its worker died after the completing write, before forgetting the
+    records); only its record is. Returns how many files were removed.
+    """
+    from django.core.files.storage import default_storage
+
+    records = list(PendingFile.objects.filter(deployment=this_deployment()).order_by("id")[:SWEEP_BATCH])
+    jobs = VideoGenerationJob.objects.filter(pk__in={record.job_id for record in records})
+    jobs = {job.pk: job for job in jobs.only("id", "status", "worker", "video", "poster", "preview")}
+    removed = 0
+    for record in records:
+        job = jobs.get(record.job_id)
+        # Still being written; if that worker dies, lost_jobs() requeues the job first.
+        if job is not None and job.status == Status.RUNNING and job.worker == record.worker:
+            continue
+        orphan = job is None or record.name not in {job.video.name, job.poster.name, job.preview.name}
+        if orphan:
+            try:
+                # Deleting an object that is gone is a no-op: another reaper may sweep the same record.
+                default_storage.delete(record.name)
+            except Exception:
+                logger.warning("could not remove %s, left by an unfinished attempt", record.name, exc_info=True)
+                continue
+        if PendingFile.objects.filter(pk=record.pk).delete()[0] and orphan:
+            removed += 1
+            logger.info("removed %s, left by an unfinished attempt", record.name, extra=log_fields(job_id=record.job_id))
+    return removed
+
+
 def reap_lost_jobs() -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0, "wake-ups resent": resend_lost_wake_ups()}
     for job in lost_jobs():
@@ -161,4 +207,21 @@ def reap_lost_jobs() -> dict[str, int]:
             logger.warning(
                 "lost by worker %s: %s (attempt %d)", worker or "unknown", outcome, job.attempts, extra=log_fields(job)
             )
+    # After the recoveries: a lost attempt's files are swept in the same reap.
+    counts["unfinished files removed"] = sweep_unfinished_files()
+    # Even while every worker is busy, a job past its start deadline is cancelled within a reap interval.
+    counts["cancelled past their start deadline"] = jobs_cancel_past_start_deadline(
+        VideoGenerationJob.objects.filter(status=Status.PENDING, deployment=this_deployment())
+    )
+    # Busy workers look at each heartbeat; the reaper too, in case none is beating.
+    counts["asked to yield to high priority"] = sum(
+        jobs_preempt_for_high_priority(queue) for queue in queues_with_high_priority_waiting()
+    )
     return counts
+
+
+def queues_with_high_priority_waiting() -> set[str | None]:
+    waiting = VideoGenerationJob.objects.filter(
+        status=Status.PENDING, deployment=this_deployment(), priority=Priority.HIGH
+    )
+    return {queue_for_model(model) for model in waiting.order_by().values_list("model_name", flat=True).distinct()}

@@ -43,6 +43,8 @@ class ModelInfoSerializer(serializers.Serializer):
     pipeline = serializers.CharField()
     defaults = serializers.DictField(child=serializers.FloatField())
     bounds = serializers.DictField(child=ModelBoundSerializer())
+    # What the model can start from: text-to-video, image-to-video, first-last-frame.
+    modes = serializers.ListField(child=serializers.CharField())
 
 
 class ModelListSerializer(serializers.Serializer):

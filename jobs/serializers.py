@@ -3,12 +3,10 @@ Request and response shapes. Every response is a superset of the original
 FastAPI service's (api/schemas.py there), so its clients keep working.
 """
 
-import datetime
-import re
+import dataclasses
 import unicodedata
 
 from django.conf import settings
-from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -20,25 +18,30 @@ from generation.params import (
     STEPS_RANGE,
     GenerationParams,
     PARAM_NAMES,
-    defaults,
-    param_errors,
 )
+from generation.images import IMAGE_FITS
+from generation.registry import ModelSpec
+from jobs.auth import acting_user_id
 from jobs.deployment import served_models
-from jobs.estimates import estimated_completion_at, queue_standing
-from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_STATUSES, ErrorCode, Status, VideoGenerationJob
+from jobs.exceptions import ApiError
+from jobs.inputs import IMAGE_FIELDS, ImageInput, read_image
+from jobs.models import (
+    DEFAULT_WEBHOOK_EVENTS,
+    USER_ID_MAX_LENGTH,
+    WEBHOOK_STATUSES,
+    ErrorCode,
+    Mode,
+    Priority,
+    Status,
+    VideoGenerationJob,
+)
+from jobs.outbound import MAX_URL_LENGTH
+from jobs.representation import (
+    JOB_FIELDS, JOB_STATUS_FIELDS, SUBMISSION_FIELDS, VIDEO_FIELDS, job_representation, public_run_info,
+)
 from jobs.webhooks import RefusedURL, check_url
 
-USER_ID_MAX_LENGTH = 100
-MAX_WEBHOOK_URL_LENGTH = 2000
 WEBHOOK_EVENT_CHOICES = [status.value for status in WEBHOOK_STATUSES]
-
-STATUS_MESSAGES = {
-    Status.PENDING: "Job is pending",
-    Status.RUNNING: "Job is running",
-    Status.COMPLETED: "Job completed successfully",
-    Status.CANCELLED: "Job was cancelled",
-}
-
 
 def has_control_characters(value: str) -> bool:
     return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value)
@@ -70,24 +73,6 @@ class StrictFloatField(StrictNumberMixin, serializers.FloatField):
     pass
 
 
-# A Hugging Face repo id ("THUDM/CogVideoX-2b"); anything else in a run's
-# `source` is a path on a worker or the dotted path of a builder function.
-HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+")
-
-
-def public_run_info(run_info: dict) -> dict:
-    """
-    run_info as clients see it: the weights' source only when it is a public
-    repo id, and no error_detail (raw exception text). The admin shows it all.
-    """
-    public = dict(run_info)
-    source = public.get("source")
-    public.pop("error_detail", None)
-    if source is not None and not (isinstance(source, str) and HUB_REPO_ID.fullmatch(source) and ".." not in source):
-        del public["source"]
-    return public
-
-
 class PublicRunInfoField(serializers.JSONField):
     def to_representation(self, value):
         return super().to_representation(public_run_info(value) if isinstance(value, dict) else value)
@@ -103,7 +88,7 @@ class CopiesDeclaredFields:
     """
     A serializer whose fields are shallow copies of the declared ones. DRF
     deep-copies them for every instance, which runs each field's __init__
-    again: 200 µs of a submit's ~2.6 ms of CPU (bench/RESULTS.md, hot
+    again, a sizeable share of a submit's CPU (bench/RESULTS.md, hot
     paths). A plain field keeps nothing of a request once built (bind()
     sets its name and parent on the copy), so a shallow copy is the same
     field; a list's child is copied and given the copy as its parent. Nested
@@ -125,6 +110,37 @@ def _copy_field(field: serializers.Field) -> serializers.Field:
         copied.child = _copy_field(field.child)
         copied.child.parent = copied
     return copied
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "An image: a file part (multipart/form-data), or in JSON a data:image/...;base64, URI or an "
+        "https:// URL. PNG, JPEG or WebP, one frame, at most VIDEOGEN_MAX_IMAGE_BYTES.",
+    }
+)
+class ImageInputField(serializers.Field):
+    """An input image, read and checked whole (jobs.inputs.read_image)."""
+
+    def to_internal_value(self, data) -> ImageInput:
+        return read_image(self.field_name, data)
+
+    def to_representation(self, value):
+        raise NotImplementedError("input images are shown as links (image_url)")
+
+
+class PriorityField(serializers.ChoiceField):
+    """A priority by its name (low, normal, high), the stored Priority's label."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=[priority.label for priority in Priority], **kwargs)
+
+    def to_representation(self, value) -> str:
+        return Priority(value).label
+
+
+# The generation mode an extend runs: the source's last frame is its first.
+EXTEND_RUNS_AS = Mode.IMAGE_TO_VIDEO
 
 
 class GenerationRequest(CopiesDeclaredFields, serializers.Serializer):
@@ -152,7 +168,7 @@ class GenerationRequest(CopiesDeclaredFields, serializers.Serializer):
     num_videos_per_prompt = StrictIntegerField(required=False, default=1, min_value=1)
     webhook_url = StrictCharField(
         required=False,
-        max_length=MAX_WEBHOOK_URL_LENGTH,
+        max_length=MAX_URL_LENGTH,
         help_text="Called with a signed Standard Webhooks POST on the job's events: https, a public host.",
     )
     webhook_events = serializers.ListField(
@@ -160,6 +176,29 @@ class GenerationRequest(CopiesDeclaredFields, serializers.Serializer):
         required=False,
         allow_empty=False,
         help_text="Which events to send; default completed, failed and cancelled.",
+    )
+
+    start_within = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=86400,
+        help_text="Seconds: a job that has not started by then is cancelled (error_code deadline_exceeded).",
+    )
+    priority = PriorityField(
+        required=False,
+        default=Priority.NORMAL.label,
+        help_text="Which waiting jobs run first: low, normal or high (with API keys, high needs the key's "
+        "priority scope). A high job that waits VIDEOGEN_PREEMPT_AFTER seconds preempts lower work.",
+    )
+    image = ImageInputField(required=False, help_text="The first frame.")
+    last_image = ImageInputField(required=False, help_text="The last frame (first-last-frame); needs image.")
+    extend_job_id = serializers.UUIDField(
+        required=False, help_text="A completed job of this user whose video this job continues from its last frame."
+    )
+    image_fit = serializers.ChoiceField(
+        choices=IMAGE_FITS,
+        default=IMAGE_FITS[0],
+        help_text="How an image of another aspect ratio becomes width x height: crop (cover, centre-crop), pad or stretch.",
     )
 
     def validate_webhook_url(self, value: str) -> str:
@@ -190,253 +229,210 @@ class GenerationRequest(CopiesDeclaredFields, serializers.Serializer):
         return value
 
     def validate(self, data: dict) -> dict:
-        models = served_models()
-        data.setdefault("model", settings.VIDEOGEN_DEFAULT_MODEL)
-        spec = models[data["model"]]
-        for name, value in defaults(spec).items():
+        source = self._extended_job(data)
+        data["mode"] = request_mode(data)
+        spec = self._spec(data, source)
+        _size_for_inputs(spec, data, source)
+        for name, value in spec.defaults().items():
             data.setdefault(name, value)
         errors: dict[str, list[str]] = {}
         if "webhook_url" in data:
             data.setdefault("webhook_events", list(DEFAULT_WEBHOOK_EVENTS))
         elif "webhook_events" in data:
             errors["webhook_events"] = ["webhook_events needs a webhook_url to send them to."]
-        errors.update(param_errors(spec, generation_params(data)))
+        errors.update(_extend_errors(data, source))
+        errors.update(spec.param_errors(generation_params(data, frames_to_make(data))))
         if not errors:
             errors = memory_errors(spec, data)
         if errors:
             raise serializers.ValidationError(errors)
         return data
 
+    def _extended_job(self, data: dict) -> VideoGenerationJob | None:
+        """The completed job of this user that extend_job_id names; any other is refused the same way."""
+        if "extend_job_id" not in data:
+            if "last_image" in data and "image" not in data:
+                raise serializers.ValidationError({"last_image": ["last_image needs image, the first frame."]})
+            return None
+        for field in IMAGE_FIELDS:
+            if field in data:
+                raise serializers.ValidationError(
+                    {field: [f"{field} cannot be combined with extend_job_id: an extend starts from its video's last frame."]}
+                )
+        request = self.context.get("request")
+        if request is not None:
+            # Before the look-up: a key must not learn anything of another user's jobs.
+            acting_user_id(request, data["user_id"], submit=True)
+        source = VideoGenerationJob.objects.for_user(data["user_id"]).filter(pk=data["extend_job_id"]).first()
+        if source is None:
+            raise serializers.ValidationError({"extend_job_id": ["No such job of this user_id."]})
+        if source.status != Status.COMPLETED:
+            raise ApiError(
+                409,
+                f"The job to extend is {source.status}; only a completed job's video can be extended.",
+                errors={"extend_job_id": [f"The job is {source.status}, not completed."]},
+                job_id=str(source.id),
+                status=source.status,
+            )
+        if source.expired_at is not None or not source.video:
+            raise serializers.ValidationError({"extend_job_id": ["That job's video is no longer stored."]})
+        return source
 
-def generation_params(data: dict) -> GenerationParams:
+    def _spec(self, data: dict, source: VideoGenerationJob | None) -> ModelSpec:
+        """
+        The model: the one asked for, which must do the request's mode. Left
+        out: the job extended's model, or the default model, or else the
+        first served model that does the mode.
+        """
+        models = served_models()
+        mode = EXTEND_RUNS_AS if data["mode"] == Mode.EXTEND else data["mode"]
+        able = [name for name, spec in models.items() if mode in spec.modes]
+        if "model" in data:
+            if mode not in models[data["model"]].modes:
+                raise serializers.ValidationError(
+                    {"model": [f"Model {data['model']} cannot do {mode}. " + _models_that_can(mode, able)]}
+                )
+            return models[data["model"]]
+        preferred = [source.model_name] if source is not None else []
+        for name in [*preferred, settings.VIDEOGEN_DEFAULT_MODEL, *able]:
+            if name in able:
+                data["model"] = name
+                return models[name]
+        field = "extend_job_id" if data["mode"] == Mode.EXTEND else "image"
+        raise serializers.ValidationError({field: [_models_that_can(mode, able)]})
+
+
+def _models_that_can(mode: str, able: list[str]) -> str:
+    if not able:
+        return f"No model this server serves can do {mode}."
+    return f"Models that can: {', '.join(able)}."
+
+
+def request_mode(data: dict) -> str:
+    if "extend_job_id" in data:
+        return Mode.EXTEND
+    if "last_image" in data:
+        return Mode.FIRST_LAST_FRAME
+    if "image" in data:
+        return Mode.IMAGE_TO_VIDEO
+    return Mode.TEXT_TO_VIDEO
+
+
+def frames_to_make(data: dict) -> int:
+    """Frames the model makes: an extend makes one more, its first the extended video's last, and drops it."""
+    return data["num_frames"] + 1 if data["mode"] == Mode.EXTEND else data["num_frames"]
+
+
+def _size_for_inputs(spec: ModelSpec, data: dict, source: VideoGenerationJob | None) -> None:
+    """
+    An extend takes its video's size and frame rate; a request with an image
+    and neither width nor height gets the image's aspect ratio at the
+    model's default area.
+    """
+    if source is not None:
+        for name in ("width", "height", "fps"):
+            data.setdefault(name, getattr(source, name))
+    elif "image" in data and "width" not in data and "height" not in data:
+        data["width"], data["height"] = spec.size_for_aspect(data["image"].width, data["image"].height)
+
+
+def _extend_errors(data: dict, source: VideoGenerationJob | None) -> dict[str, list[str]]:
+    if source is None:
+        return {}
+    return {
+        name: [f"An extend keeps its video's {name}, {getattr(source, name)}; leave {name} out or give that."]
+        for name in ("width", "height", "fps")
+        if data[name] != getattr(source, name)
+    }
+
+
+def generation_params(data: dict, num_frames: int | None = None) -> GenerationParams:
     """A validated request's parameters; the API's `model` is the job's model_name."""
-    return GenerationParams(**{name: data["model" if name == "model_name" else name] for name in PARAM_NAMES})
+    params = GenerationParams(**{name: data["model" if name == "model_name" else name] for name in PARAM_NAMES})
+    return params if num_frames is None else dataclasses.replace(params, num_frames=num_frames)
 
 
 def memory_errors(spec, data: dict) -> dict[str, list[str]]:
     """A request no GPU of VIDEOGEN_GPU_MEMORY_GB could hold, whatever memory options the worker turned on."""
     limit = settings.VIDEOGEN_GPU_MEMORY_GB
-    plan = spec.memory_plan(data["num_frames"], data["width"], data["height"], limit) if limit else None
+    frames = frames_to_make(data)
+    plan = spec.memory_plan(frames, data["width"], data["height"], limit) if limit else None
     if plan is None or plan.fits:
         return {}
     return {
         "num_frames": [
-            f"{spec.too_large(data['num_frames'], data['width'], data['height'], plan)}; this server's GPUs "
+            f"{spec.too_large(frames, data['width'], data['height'], plan)}; this server's GPUs "
             f"have {limit:g} GiB (VIDEOGEN_GPU_MEMORY_GB). Ask for fewer frames or a smaller size."
         ]
     }
 
 
+# These serializers only describe the schema: jobs.representation writes the
+# job (job_representation), because DRF's generic path builds every field
+# object anew for each job, which cost more than reading the row
+# (bench/RESULTS.md, hot paths). The docstrings are the schema's.
 class JobSerializer(serializers.ModelSerializer):
     """The job status response: the original's {job_id, status, message, result} and ours."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
     # "" until the job fails; a class from ErrorCode after.
     error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_blank=True, read_only=True)
-    message = serializers.SerializerMethodField()
-    result = serializers.SerializerMethodField()
+    message = serializers.CharField(read_only=True)
+    result = serializers.CharField(read_only=True, allow_null=True)
     model = serializers.CharField(source="model_name")
     created_at = serializers.DateTimeField(source="submitted_at")
-    video_url = serializers.SerializerMethodField()
-    poster_url = serializers.SerializerMethodField()
-    preview_url = serializers.SerializerMethodField()
+    video_url = serializers.CharField(read_only=True, allow_null=True)
+    poster_url = serializers.CharField(read_only=True, allow_null=True)
+    preview_url = serializers.CharField(read_only=True, allow_null=True)
     run_info = PublicRunInfoField(read_only=True)
     # null without a webhook; the events it sends otherwise.
-    webhook_url = serializers.SerializerMethodField()
+    webhook_url = serializers.CharField(read_only=True, allow_null=True)
     webhook_events = serializers.ListField(child=serializers.CharField(), read_only=True)
     # When a completed job's files are (or were) removed under VIDEOGEN_RETENTION_DAYS; null: kept.
     expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
     expired_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    # The inputs besides the prompt; the images' links are null when there is none.
+    image_url = serializers.CharField(read_only=True, allow_null=True)
+    last_image_url = serializers.CharField(read_only=True, allow_null=True)
+    extend_job_id = serializers.UUIDField(read_only=True, allow_null=True)
+    # start_within's deadline while the job has not started; null once it has, or without one.
+    start_deadline_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    priority = PriorityField(read_only=True)
 
     class Meta:
         model = VideoGenerationJob
-        fields = [
-            "job_id",
-            "status",
-            "message",
-            "result",
-            "user_id",
-            "progress",
-            "current_step",
-            "error_message",
-            "error_code",
-            "prompt",
-            "negative_prompt",
-            "model",
-            "fps",
-            "num_frames",
-            "width",
-            "height",
-            "num_inference_steps",
-            "guidance_scale",
-            "seed",
-            "attempts",
-            "submitted_at",
-            "created_at",
-            "started_at",
-            "completed_at",
-            "video_url",
-            "poster_url",
-            "preview_url",
-            "file_size_bytes",
-            "video_duration_seconds",
-            "run_info",
-            "webhook_url",
-            "webhook_events",
-            "expires_at",
-            "expired_at",
-        ]
+        fields = JOB_FIELDS
         read_only_fields = fields
 
     def to_representation(self, job: VideoGenerationJob) -> dict:
-        """
-        The fields declared above, written out. DRF's generic path builds
-        every field object anew for each job (a ModelSerializer copies its
-        declared fields and introspects the model's on every instance),
-        which cost more than reading the row: 0.6 ms of a status poll
-        (bench/RESULTS.md, hot paths). The declarations still define the
-        shape and the OpenAPI schema; tests/jobs/test_hot_paths.py checks
-        this against DRF's generic path for jobs in every state.
-        """
-        values = self.values(job)
-        return {name: values[name] for name in self.Meta.fields}
-
-    def values(self, job: VideoGenerationJob) -> dict:
-        video_url = self.get_video_url(job)
-        return {
-            "job_id": str(job.id),
-            "status": job.status,
-            "message": self.get_message(job),
-            "result": video_url,
-            "user_id": job.user_id,
-            "progress": job.progress,
-            "current_step": job.current_step,
-            "error_message": job.error_message,
-            "error_code": job.error_code,
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt,
-            "model": job.model_name,
-            "fps": job.fps,
-            "num_frames": job.num_frames,
-            "width": job.width,
-            "height": job.height,
-            "num_inference_steps": job.num_inference_steps,
-            "guidance_scale": job.guidance_scale,
-            "seed": job.seed,
-            "attempts": job.attempts,
-            "submitted_at": _datetime(job.submitted_at),
-            "created_at": _datetime(job.submitted_at),
-            "started_at": _datetime(job.started_at),
-            "completed_at": _datetime(job.completed_at),
-            "video_url": video_url,
-            "poster_url": self.get_poster_url(job),
-            "preview_url": self.get_preview_url(job),
-            "file_size_bytes": job.file_size_bytes,
-            "video_duration_seconds": job.video_duration_seconds,
-            "run_info": public_run_info(job.run_info) if isinstance(job.run_info, dict) else job.run_info,
-            "webhook_url": self.get_webhook_url(job),
-            "webhook_events": [str(event) for event in job.webhook_events],
-            "expires_at": _datetime(job.expires_at),
-            "expired_at": _datetime(job.expired_at),
-        }
-
-    def get_webhook_url(self, job: VideoGenerationJob) -> str | None:
-        return job.webhook_url or None
-
-    def get_message(self, job: VideoGenerationJob) -> str:
-        if job.status == Status.FAILED:
-            return f"Job failed: {job.error_message}"
-        return STATUS_MESSAGES[job.status]
-
-    def get_result(self, job: VideoGenerationJob) -> str | None:
-        # The original returned the video's location once completed.
-        return self.get_video_url(job)
-
-    def get_video_url(self, job: VideoGenerationJob) -> str | None:
-        if job.status != Status.COMPLETED or not job.video:
-            return None
-        return self._absolute(reverse("download", kwargs={"job_id": job.id}))
-
-    def get_poster_url(self, job: VideoGenerationJob) -> str | None:
-        if job.status != Status.COMPLETED or not job.poster:
-            return None
-        return self._absolute(reverse("poster", kwargs={"job_id": job.id}))
-
-    def get_preview_url(self, job: VideoGenerationJob) -> str | None:
-        if job.status != Status.COMPLETED or not job.preview:
-            return None
-        return self._absolute(reverse("preview", kwargs={"job_id": job.id}))
-
-    def _absolute(self, path: str) -> str:
-        request = self.context.get("request")
-        # Outside a request (a webhook's payload), VIDEOGEN_PUBLIC_URL.
-        return request.build_absolute_uri(path) if request else settings.VIDEOGEN_PUBLIC_URL + path
+        return job_representation(job, self.Meta.fields, request=self.context.get("request"))
 
 
 class JobStatusSerializer(JobSerializer):
     """GET /job: the job, and where it stands (jobs/estimates.py); null when finished or unknown."""
 
-    queue_position = serializers.SerializerMethodField()
-    estimated_start_at = serializers.SerializerMethodField()
-    estimated_completion_at = serializers.SerializerMethodField()
+    queue_position = serializers.IntegerField(read_only=True, allow_null=True, min_value=1)
+    estimated_start_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    estimated_completion_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    # A running job's latest latents as a small image (docs/events.md); null otherwise.
+    live_preview_url = serializers.URLField(read_only=True, allow_null=True)
 
     class Meta(JobSerializer.Meta):
-        fields = [*JobSerializer.Meta.fields, "queue_position", "estimated_start_at", "estimated_completion_at"]
+        fields = JOB_STATUS_FIELDS
         read_only_fields = fields
-
-    def values(self, job: VideoGenerationJob) -> dict:
-        position, start = self._standing(job)
-        return {
-            **super().values(job),
-            "queue_position": position,
-            "estimated_start_at": _datetime(start),
-            "estimated_completion_at": _datetime(estimated_completion_at(job)),
-        }
-
-    def _standing(self, job: VideoGenerationJob) -> tuple[int | None, datetime.datetime | None]:
-        if not hasattr(job, "_standing"):
-            job._standing = queue_standing(job)
-        return job._standing
-
-    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=1))
-    def get_queue_position(self, job: VideoGenerationJob) -> int | None:
-        return self._standing(job)[0]
-
-    @extend_schema_field(serializers.DateTimeField(allow_null=True))
-    def get_estimated_start_at(self, job: VideoGenerationJob) -> str | None:
-        return _datetime(self._standing(job)[1])
-
-    @extend_schema_field(serializers.DateTimeField(allow_null=True))
-    def get_estimated_completion_at(self, job: VideoGenerationJob) -> str | None:
-        return _datetime(estimated_completion_at(job))
-
-
-_DATETIME = serializers.DateTimeField()
-
-
-def _datetime(value: datetime.datetime | None) -> str | None:
-    return None if value is None else _DATETIME.to_representation(value)
 
 
 class SubmissionSerializer(JobSerializer):
     """The submit response: the original's {success, job_id, message} and the job."""
 
-    success = serializers.SerializerMethodField()
+    success = serializers.BooleanField(read_only=True)
 
     class Meta(JobSerializer.Meta):
-        fields = ["success", *JobSerializer.Meta.fields]
+        fields = SUBMISSION_FIELDS
         read_only_fields = fields
 
-    def values(self, job: VideoGenerationJob) -> dict:
-        return {"success": True, **super().values(job)}
-
-    def get_success(self, job: VideoGenerationJob) -> bool:
-        return True
-
-    def get_message(self, job: VideoGenerationJob) -> str:
-        if job.status == Status.PENDING:
-            return "Generation job submitted successfully"
-        return super().get_message(job)
+    def to_representation(self, job: VideoGenerationJob) -> dict:
+        return job_representation(job, self.Meta.fields, request=self.context.get("request"), submitted=True)
 
 
 class VideoInfo(JobSerializer):
@@ -445,29 +441,6 @@ class VideoInfo(JobSerializer):
     filename = serializers.CharField(source="video_filename")
     file_size = serializers.IntegerField(source="file_size_bytes")
 
-    def values(self, job: VideoGenerationJob) -> dict:
-        return {**super().values(job), "filename": job.video_filename, "file_size": job.file_size_bytes}
-
     class Meta(JobSerializer.Meta):
-        fields = [
-            "job_id",
-            "user_id",
-            "filename",
-            "file_size",
-            "created_at",
-            "status",
-            "completed_at",
-            "video_url",
-            "poster_url",
-            "preview_url",
-            "prompt",
-            "model",
-            "fps",
-            "num_frames",
-            "width",
-            "height",
-            "seed",
-            "video_duration_seconds",
-            "expires_at",
-        ]
+        fields = VIDEO_FIELDS
         read_only_fields = fields

@@ -1,12 +1,17 @@
+import asyncio
 import datetime
 import hmac
 import logging
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.db import close_old_connections, connection
+from django.db.models.fields.files import FieldFile
+from django.http import HttpResponse, JsonResponse, QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -14,21 +19,26 @@ from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import schema
-from jobs.auth import NO_SUCH_JOB, check_submit_user, scoped_user_id, submit_user_id
+from jobs.auth import NO_SUCH_JOB, acting_user_id, check_submit_priority
 from jobs.deployment import served_models
+from jobs import events
 from jobs.exceptions import RETRY_SOON, ApiError, error_response
-from jobs.files import Missing, StorageUnavailable, open_stored, presigned_url, redirects_to_storage
+from jobs.files import Missing, StorageUnavailable, delete_files, live_preview_name, open_stored, presigned_url, redirects_to_storage
 from jobs.http import file_response
+from jobs.inputs import CONTENT_TYPES, IMAGE_FIELDS, store_images
 from jobs.metrics import render
-from jobs.models import JobQuerySet, Status, VideoGenerationJob, count_up_to
+from jobs.models import (
+    FINISHED, USER_ID_MAX_LENGTH, JobQuerySet, Mode, Priority, Status, VideoGenerationJob, count_up_to,
+)
+from jobs.representation import render_datetime
 from jobs.serializers import (
-    USER_ID_MAX_LENGTH,
     GenerationRequest,
     JobSerializer,
     JobStatusSerializer,
@@ -40,12 +50,14 @@ from jobs.serializers import (
 from jobs.lifecycle import (
     ActiveJobLimitReached,
     IdempotencyKeyReused,
+    JobInputs,
     broker as queue_broker,
     job_cancel,
     job_create,
     job_delete,
     request_fingerprint,
 )
+from videogen import handoff
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -77,13 +89,13 @@ def requested_user_id(
     """
     The optional user_id filter, stripped like the one given at submit. It
     is taken from the query string and, where `body` (cancel, a POST), also
-    from a JSON body; given in both, they must agree. With an API key
-    (`scoped`), the user_id the key may act as (jobs.auth.scoped_user_id).
+    from a JSON body; given in both, they must agree. `scoped`: the user_id
+    the request acts as (jobs.auth.acting_user_id), else the one named.
     """
     check_query_params(request, allowed)
     candidates = []
     if "user_id" in request.query_params:
-        candidates.append(_clean_user_id(request.query_params["user_id"]))
+        candidates.append(clean_user_id(request.query_params["user_id"]))
     if body:
         data = request.data
         if not isinstance(data, dict):
@@ -94,14 +106,14 @@ def requested_user_id(
         if "user_id" in data:
             if not isinstance(data["user_id"], str):
                 raise exceptions.ValidationError({"user_id": ["user_id must be a string."]})
-            candidates.append(_clean_user_id(data["user_id"]))
+            candidates.append(clean_user_id(data["user_id"]))
     if len(set(candidates)) > 1:
         raise exceptions.ValidationError({"user_id": [USER_ID_DIFFERS]})
     given = candidates[0] if candidates else None
-    return scoped_user_id(request, given) if scoped else given
+    return acting_user_id(request, given) if scoped else given
 
 
-def _clean_user_id(raw: str) -> str:
+def clean_user_id(raw: str) -> str:
     user_id = raw.strip()
     problem = None
     if not user_id:
@@ -226,6 +238,65 @@ JOB_FILES = {
     "poster": JobFile("poster", "image/jpeg"),
     "preview": JobFile("preview", "image/webp"),
 }
+# A running job's live preview (generation/runner.py stores it under jobs.files.live_preview_name).
+LIVE_PREVIEW = JobFile("preview", "image/jpeg")
+
+
+# The input images, by the action that sends each: PNG, JPEG or WebP, as sent.
+INPUT_FILES = {field: JobFile(field, "image/*") for field in IMAGE_FIELDS}
+
+# The outputs are downloaded as <job id>.<ext>; the inputs as <job id>_<field>.<ext>.
+JOB_FILES_NAMED_BY_ID = {job_file.field_name for job_file in JOB_FILES.values()}
+
+
+class SubmitMultiPartParser(MultiPartParser):
+    """multipart/form-data for POST /generate: file parts for image and last_image only."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        unknown = sorted(set(parsed.files) - set(IMAGE_FIELDS))
+        if unknown:
+            raise exceptions.ValidationError(
+                {name: ["Only image and last_image may be file parts."] for name in unknown}
+            )
+        return parsed
+
+
+def submitted_fields(request) -> dict | list | str | None:
+    """
+    The submit's fields as a plain object: JSON's as they are; a form's one
+    value each (numbers as text, which the fields parse), webhook_events
+    repeated, and its file parts. A form field given twice is a 400.
+    """
+    data = request.data
+    if not isinstance(data, QueryDict):
+        return data
+    fields: dict = {}
+    for name in data:
+        values = data.getlist(name)
+        if name == "webhook_events":
+            fields[name] = values
+        elif len(values) > 1:
+            raise exceptions.ValidationError({name: [f"{name} must be given at most once."]})
+        else:
+            fields[name] = values[0]
+    return fields
+
+
+def fingerprinted(data: dict) -> dict:
+    """
+    A submit's validated fields as its Idempotency-Key fingerprint sees
+    them: images by their sha256, and a text job's as before images existed
+    (its mode follows from the other fields, its fit fits nothing), and one
+    of normal priority as before priorities, so a retry across an upgrade
+    still finds its job.
+    """
+    fields = {name: value.sha256 if name in IMAGE_FIELDS else value for name, value in data.items() if name != "mode"}
+    if data["mode"] == Mode.TEXT_TO_VIDEO:
+        del fields["image_fit"]
+    if fields.get("priority") == Priority.NORMAL.label:
+        del fields["priority"]
+    return fields
 
 
 class WithoutFields(SimpleMetadata):
@@ -269,8 +340,8 @@ class JobViewSet(viewsets.GenericViewSet):
         get_queryset() filtered by the id in the URL, as DRF's get_object()
         does, but read with VideoGenerationJob.objects.visible(): the same
         for_user() filter, its SQL compiled once per process, so a status
-        poll (the most frequent request) costs one query and no compiling
-        (issue 13). A missing job, a malformed id and another user's job are
+        poll (the most frequent request) costs one query and no compiling.
+        A missing job, a malformed id and another user's job are
         the same 404.
         """
         user_id = self.requested_user_id()
@@ -285,7 +356,11 @@ class JobViewSet(viewsets.GenericViewSet):
         return job
 
     def perform_content_negotiation(self, request, force=False):
-        job_file = JOB_FILES.get(self.action)
+        job_file = (
+            {"events": EVENT_STREAM, "live_preview": LIVE_PREVIEW}.get(self.action)
+            or JOB_FILES.get(self.action)
+            or INPUT_FILES.get(self.action)
+        )
         if job_file is None:
             return super().perform_content_negotiation(request, force)
         # The API's renderers plus the file's type; only here, not in
@@ -299,6 +374,14 @@ class JobViewSet(viewsets.GenericViewSet):
                 return renderers[0], renderers[0].media_type
             raise
         return super().perform_content_negotiation(request, force=True)
+
+    def get_parsers(self):
+        # Only a submit takes files (image, last_image as multipart parts).
+        # Called before DRF sets self.action, so from the route's own map.
+        request = getattr(self, "request", None)
+        if request is not None and self.action_map.get(request.method.lower()) == "create":
+            return [*super().get_parsers(), SubmitMultiPartParser()]
+        return super().get_parsers()
 
     @extend_schema(
         operation_id="generate",
@@ -316,29 +399,61 @@ class JobViewSet(viewsets.GenericViewSet):
         key = idempotency_key(request)
         query_user_id = requested_user_id(request, scoped=False)
         if query_user_id is not None:
-            check_submit_user(request, query_user_id)
-        serializer = GenerationRequest(data=submit_user_id(request, request.data))
+            acting_user_id(request, query_user_id, submit=True)
+        fields = submitted_fields(request)
+        if isinstance(fields, dict) and "user_id" not in fields:
+            # A user's key may leave its user_id out; anything else without one is refused as usual.
+            key_user_id = acting_user_id(request, None, submit=True)
+            fields = fields if key_user_id is None else {**fields, "user_id": key_user_id}
+        serializer = GenerationRequest(data=fields, context={"request": request})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        check_submit_user(request, data["user_id"])
+        acting_user_id(request, data["user_id"], submit=True)
+        check_submit_priority(request, data["priority"])
         if query_user_id is not None and query_user_id != data["user_id"]:
             raise exceptions.ValidationError({"user_id": [USER_ID_DIFFERS]})
+        images = {field: data[field] for field in IMAGE_FIELDS if field in data}
+        stored = store_images(images)
+        created = False
         try:
             job, created = job_create(
                 user_id=data["user_id"],
                 params=generation_params(data),
+                inputs=JobInputs(
+                    mode=data["mode"],
+                    image=stored.get("image", ""),
+                    last_image=stored.get("last_image", ""),
+                    image_fit=data["image_fit"],
+                    extend_job_id=data.get("extend_job_id"),
+                    info={field: image.info() for field, image in images.items()},
+                ),
                 idempotency_key=key,
-                fingerprint=request_fingerprint(data) if key else "",
+                fingerprint=request_fingerprint(fingerprinted(data)) if key else "",
                 webhook_url=data.get("webhook_url", ""),
                 webhook_events=data.get("webhook_events"),
+                start_within=data.get("start_within"),
+                priority=Priority.named(data["priority"]),
             )
         except IdempotencyKeyReused as exc:
             raise ApiError(422, str(exc)) from exc
         except ActiveJobLimitReached as exc:
             # A job takes minutes: no sooner than this will one of them have finished.
             raise ApiError(429, str(exc), wait=30) from exc
-        body = SubmissionSerializer(job, context={"request": request}).data
+        finally:
+            if not created:
+                # Refused, or a retry answered with the first job's (which has its own copies).
+                delete_files(list(stored.values()))
         location = request.build_absolute_uri(f"/api/v1/job/{job.id}")
+        wait = preferred_wait(request)
+        if wait is not None:
+
+            def submitted(fresh: VideoGenerationJob) -> tuple[int, dict]:
+                finished = fresh.status in FINISHED
+                body = SubmissionSerializer(fresh, context={"request": request}).data
+                return (status.HTTP_202_ACCEPTED if created and not finished else status.HTTP_200_OK), body
+
+            return answer_after_wait(request, job, wait, submitted, user_id=job.user_id, headers={"Location": location})
+        body = SubmissionSerializer(job, context={"request": request}).data
         return Response(
             body,
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
@@ -351,7 +466,43 @@ class JobViewSet(viewsets.GenericViewSet):
         responses={200: JobStatusSerializer, **schema.COMMON_ERRORS},
     )
     def retrieve(self, request, job_id):
-        return Response(JobStatusSerializer(self.get_object(), context={"request": request}).data)
+        job = self.get_object()
+        wait = preferred_wait(request)
+        if wait is not None:
+            return answer_after_wait(
+                request, job, wait, lambda fresh: (200, JobStatusSerializer(fresh, context={"request": request}).data),
+                user_id=self.requested_user_id(),
+            )
+        return Response(JobStatusSerializer(job, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="job_events",
+        parameters=[schema.USER_ID],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                description="Server-sent events: status, progress, queue, then completed, failed or cancelled."
+            ),
+            204: OpenApiResponse(description="Last-Event-ID is the finished job's terminal event: nothing follows."),
+            **schema.COMMON_ERRORS,
+        },
+        description="The job's events as they happen (docs/events.md). Last-Event-ID resumes after that event.",
+    )
+    @action(detail=True)
+    def events(self, request, job_id):
+        job = self.get_object()
+        last_id = events.parse_event_id(request.headers.get("Last-Event-ID"))
+        base = base_url(request)
+        first = events.snapshot(job, base)
+        if last_id is not None and first.finished and last_id >= first.terminal_id:
+            # The client has the terminal event: 204 tells an EventSource not to reconnect.
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        check_watchers()
+        response = handoff.HandOff(
+            lambda output: events.stream(output, job.pk, base, first, last_id), content_type=events.STREAM_HEADERS["Content-Type"]
+        )
+        for name, value in events.STREAM_HEADERS.items():
+            response[name] = value
+        return response
 
     @extend_schema(
         operation_id="job_delete",
@@ -364,7 +515,7 @@ class JobViewSet(viewsets.GenericViewSet):
         try:
             deleted = job_delete(job)
         except StorageUnavailable as exc:
-            logger.exception("job=%s user_id=%s: storage unavailable deleting its files", job.id, job.user_id)
+            logger.exception("storage unavailable deleting its files", extra=log_fields(job))
             raise ApiError(
                 503, "The file storage is unavailable; the job was not deleted. Try again shortly.", wait=RETRY_SOON
             ) from exc
@@ -426,6 +577,49 @@ class JobViewSet(viewsets.GenericViewSet):
     def preview(self, request, job_id):
         return self.send_file(JOB_FILES["preview"])
 
+    @extend_schema(operation_id="image", parameters=[schema.USER_ID], responses=schema.file_responses("image/*"))
+    @action(detail=True)
+    def image(self, request, job_id):
+        return self.send_input("image")
+
+    @extend_schema(operation_id="last_image", parameters=[schema.USER_ID], responses=schema.file_responses("image/*"))
+    @action(detail=True)
+    def last_image(self, request, job_id):
+        return self.send_input("last_image")
+
+    def send_input(self, field: str):
+        """An input image as the client sent it; kept from submit until the job is deleted or expires."""
+        job = self.get_object()
+        stored = getattr(job, field)
+        if not stored:
+            if job.expired_at is not None:
+                raise ApiError(410, "This job's files expired and were removed.", job_id=str(job.id))
+            raise ApiError(404, f"This job has no {field}.", job_id=str(job.id))
+        image_format = (job.inputs.get(field) or {}).get("format", "")
+        return self.send_stored(job, stored, JobFile(field, CONTENT_TYPES.get(image_format, "application/octet-stream")))
+
+    @extend_schema(
+        operation_id="live_preview", parameters=[schema.USER_ID], responses=schema.file_responses(LIVE_PREVIEW.content_type),
+        description="A running job's current latents as a small JPEG, redrawn every VIDEOGEN_PREVIEW_EVERY steps.",
+    )
+    @action(detail=True)
+    def live_preview(self, request, job_id):
+        job = self.get_object()
+        if job.status != Status.RUNNING:
+            raise ApiError(409, f"The job is {job.status}; a live preview exists only while it runs.",
+                           job_id=str(job.id), status=job.status)
+        stored = FieldFile(job, VideoGenerationJob._meta.get_field(LIVE_PREVIEW.field_name), live_preview_name(job.id))
+        try:
+            response = file_response(request, open_stored(stored), content_type=LIVE_PREVIEW.content_type,
+                                     filename=f"{job.id}-live.jpg")
+        except Missing as exc:
+            raise ApiError(404, "This job has no live preview yet.", job_id=str(job.id)) from exc
+        except StorageUnavailable as exc:
+            raise ApiError(503, "The file storage is unavailable; try again shortly.", wait=RETRY_SOON) from exc
+        # Redrawn as the job runs: never from a cache.
+        response["Cache-Control"] = "no-store"
+        return response
+
     def send_file(self, job_file: JobFile):
         job = self.get_object()
         if job.status != Status.COMPLETED:
@@ -441,13 +635,17 @@ class JobViewSet(viewsets.GenericViewSet):
                 f"This video expired on {job.expired_at:%Y-%m-%d}: this server keeps videos for a limited time "
                 "after they are made, and its files were removed.",
                 job_id=str(job.id),
-                expired_at=job.expired_at.isoformat(),
+                expired_at=render_datetime(job.expired_at),
             )
         stored = getattr(job, job_file.field_name)
         if not stored:
             # Jobs completed before previews (or posters) existed have none.
             raise ApiError(410, "This job has no such file: it was never stored.", job_id=str(job.id))
-        filename = f"{job.id}.{stored.name.rsplit('.', 1)[-1]}"
+        return self.send_stored(job, stored, job_file)
+
+    def send_stored(self, job: VideoGenerationJob, stored, job_file: JobFile):
+        suffix = "" if job_file.field_name in JOB_FILES_NAMED_BY_ID else f"_{job_file.field_name}"
+        filename = f"{job.id}{suffix}.{stored.name.rsplit('.', 1)[-1]}"
         try:
             if redirects_to_storage(stored):
                 return _redirect(presigned_url(stored, content_type=job_file.content_type, filename=filename))
@@ -458,6 +656,99 @@ class JobViewSet(viewsets.GenericViewSet):
         except StorageUnavailable as exc:
             logger.exception("storage unavailable reading %s", stored.name, extra=log_fields(job))
             raise ApiError(503, "The file storage is unavailable; try again shortly.", wait=RETRY_SOON) from exc
+
+
+EVENT_STREAM = JobFile("", "text/event-stream")
+
+
+def base_url(request) -> str:
+    return request.build_absolute_uri("/")[:-1]
+
+
+def check_watchers() -> None:
+    try:
+        events.reserve()
+    except events.TooManyWatchers as exc:
+        raise ApiError(503, "This server holds as many event streams and waiting requests as it may; try again shortly.",
+                       wait=RETRY_SOON) from exc
+
+
+def preferred_wait(request) -> int | None:
+    """
+    The seconds of a `Prefer: wait=N` (RFC 7240), capped at VIDEOGEN_MAX_WAIT;
+    None without one. A preference this server does not understand is
+    ignored, as the RFC asks.
+    """
+    for header in request.headers.get("Prefer", "").split(","):
+        for preference in header.split(";"):
+            name, _, value = preference.strip().partition("=")
+            value = value.strip().strip('"')
+            if name.strip().lower() == "wait" and value.isascii() and value.isdigit():
+                return min(int(value[:6]), settings.VIDEOGEN_MAX_WAIT)
+    return None
+
+
+# Renders waiting answers once they are due; a few threads, since each render is one short read.
+_renderers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="videogen-wait")
+# Where an answer cannot leave its thread (not under videogen.handoff.Worker), at most this many wait at once per process.
+HELD_WAITERS = 4
+_held_waiters = threading.BoundedSemaphore(HELD_WAITERS)
+
+
+def answer_after_wait(
+    request,
+    job: VideoGenerationJob,
+    seconds: int,
+    render: Callable[[VideoGenerationJob], tuple[int, dict]],
+    *,
+    user_id: str | None,
+    headers: dict[str, str] | None = None,
+):
+    """
+    `render(job)`'s answer once the job is finished or `seconds` have passed,
+    re-read then as `user_id` sees it (None: every user); a job deleted
+    meanwhile is the usual 404. Under our gunicorn worker the wait holds no
+    thread (videogen.handoff).
+    """
+    headers = {**(headers or {}), "Preference-Applied": f"wait={seconds}"}
+
+    def fresh() -> tuple[int, dict]:
+        try:
+            found = VideoGenerationJob.objects.visible(user_id, job.pk)
+            if found is None:
+                return 404, {"detail": NO_SUCH_JOB}
+            return render(found)
+        finally:
+            close_old_connections()
+
+    if job.status in FINISHED or seconds == 0:
+        code, body = render(job)
+        return Response(body, status=code, headers=headers)
+    base = base_url(request)
+    first = events.snapshot(job, base)
+    if handoff.moves_connection(request):
+        check_watchers()
+
+        async def run(output: handoff.Output) -> None:
+            await events.wait_finished(job.pk, base, first, seconds, output.gone)
+            code, body = await asyncio.get_running_loop().run_in_executor(_renderers, fresh)
+            data = JSONRenderer().render(body)
+            await output.start(code, {**headers, "Content-Type": "application/json", "Content-Length": str(len(data))})
+            await output.write(data)
+
+        return handoff.HandOff(run, content_type="application/json")
+    if not _held_waiters.acquire(blocking=False):
+        # Past the bound the answer comes at once, saying so by its missing Preference-Applied.
+        code, body = render(job)
+        return Response(body, status=code, headers={k: v for k, v in headers.items() if k != "Preference-Applied"})
+    try:
+        asyncio.run_coroutine_threadsafe(
+            events.wait_finished(job.pk, base, first, seconds, None), handoff.loop()
+        ).result()
+    finally:
+        _held_waiters.release()
+    code, body = fresh()
+    return Response(body, status=code, headers=headers)
 
 
 def _redirect(url: str) -> JsonResponse:
@@ -541,8 +832,9 @@ def metrics_view(request):
                     401,
                     "This endpoint needs the metrics token: Authorization: Bearer <token>.",
                     headers={"WWW-Authenticate": 'Bearer realm="videogen-metrics"'},
-                )
+                ),
+                request,
             )
     if request.method not in ("GET", "HEAD"):
-        return error_response(ApiError(405, "Only GET."))
+        return error_response(ApiError(405, "Only GET."), request)
     return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

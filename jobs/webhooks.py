@@ -20,15 +20,16 @@ never followed.
 """
 
 import http.client
-import ipaddress
 import json
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from urllib.parse import urlsplit
@@ -40,10 +41,12 @@ from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
 from jobs.models import VideoGenerationJob, WebhookAttempt, WebhookEvent
+from jobs.outbound import RefusedURL, check_public_url, connect_checked
+from jobs.representation import JOB_STATUS_FIELDS, job_representation
+from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
 
-MAX_URL_LENGTH = 2000
 BODY_KEPT = 1024
 # Longest wait between two attempts.
 MAX_BACKOFF = 3600.0
@@ -52,87 +55,21 @@ MAX_BACKOFF = 3600.0
 INLINE_BACKOFF = 15.0
 
 
-class RefusedURL(ValueError):
-    """A webhook_url this server will not call; the message says why."""
-
-
-def allowed_host(host: str) -> bool:
-    return host.lower().rstrip(".") in settings.VIDEOGEN_WEBHOOK_ALLOWED_HOSTS
-
-
-def is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
-
-
 def check_url(url: str, *, resolve: bool = True) -> None:
     """
     Raise RefusedURL unless the URL is one deliveries may go to: https (or
     http to an allowed host), at most 2,000 characters, no credentials, and
     a host that resolves only to public addresses (or is allowed).
     """
-    if len(url) > MAX_URL_LENGTH:
-        raise RefusedURL(f"The URL has at most {MAX_URL_LENGTH} characters.")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise RefusedURL("Not a valid URL.")
-    host = parts.hostname or ""
-    if parts.scheme not in ("https", "http") or not host:
-        raise RefusedURL("Give an absolute https:// URL.")
-    if parts.username is not None or parts.password is not None:
-        raise RefusedURL("The URL must not contain credentials.")
-    if any(char.isspace() or ord(char) < 32 for char in url):
-        raise RefusedURL("The URL must not contain spaces or control characters.")
-    if allowed_host(host):
-        return
-    if parts.scheme != "https":
-        raise RefusedURL("Use https:// (http:// only for hosts in VIDEOGEN_WEBHOOK_ALLOWED_HOSTS).")
-    if resolve:
-        public_addresses(host, port or 443)
-
-
-def public_addresses(host: str, port: int) -> list[str]:
-    """The host's addresses, if every one is public; else RefusedURL."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise RefusedURL(f"The host {host!r} does not resolve.")
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    private = [address for address in addresses if not is_public(address)]
-    if private:
-        raise RefusedURL(
-            f"The host {host!r} resolves to a loopback, private, link-local, multicast or reserved address "
-            f"({private[0]}); this server only calls public addresses."
-        )
-    return addresses
+    check_public_url(
+        url, allowed_hosts=settings.VIDEOGEN_WEBHOOK_ALLOWED_HOSTS, setting="VIDEOGEN_WEBHOOK_ALLOWED_HOSTS",
+        resolve=resolve,
+    )
 
 
 def _connect(host: str, port: int, timeout: float) -> socket.socket:
     """A socket connected to the host, at an address checked now (not at submit)."""
-    if allowed_host(host):
-        addresses = list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
-    else:
-        addresses = public_addresses(host, port)
-    error: OSError | None = None
-    for address in addresses:
-        try:
-            sock = socket.create_connection((address, port), timeout=timeout)
-        except OSError as exc:
-            error = exc
-            continue
-        # The peer is the pinned address we checked; say so rather than trust it.
-        peer = sock.getpeername()[0]
-        if not allowed_host(host) and not is_public(peer):
-            sock.close()
-            raise RefusedURL(f"Connected to a non-public address {peer}.")
-        return sock
-    raise error or OSError(f"could not connect to {host}")
+    return connect_checked(host, port, timeout, allowed_hosts=settings.VIDEOGEN_WEBHOOK_ALLOWED_HOSTS)
 
 
 class _HTTPConnection(http.client.HTTPConnection):
@@ -140,10 +77,23 @@ class _HTTPConnection(http.client.HTTPConnection):
         self.sock = _connect(self.host, self.port, self.timeout)
 
 
+@lru_cache(maxsize=4)
+def _tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """The system's trusted CAs, and those of VIDEOGEN_WEBHOOK_CA_BUNDLE (a PEM file) when set."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
 class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int | None, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=_tls_context(settings.VIDEOGEN_WEBHOOK_CA_BUNDLE))
+
     def connect(self):
         sock = _connect(self.host, self.port, self.timeout)
-        # Certificates are checked against the host name, not the address.
+        # Connected to the checked address; the certificate is checked against
+        # the host name (sent as SNI), never the address.
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
@@ -236,11 +186,8 @@ def backoff(attempt: int) -> float:
 
 
 def event_payload(job: VideoGenerationJob, event_type: str, at: datetime) -> str:
-    # Late: jobs.serializers imports this module (check_url).
-    from jobs.serializers import JobStatusSerializer
-
-    # The job exactly as GET /job answers it.
-    body = {"type": event_type, "timestamp": at, "data": JobStatusSerializer(job).data}
+    # The job exactly as GET /job answers it, with links on VIDEOGEN_PUBLIC_URL.
+    body = {"type": event_type, "timestamp": at, "data": job_representation(job, JOB_STATUS_FIELDS)}
     return json.dumps(body, cls=JSONEncoder, separators=(",", ":"))
 
 
@@ -342,9 +289,9 @@ def deliver(event_id: str) -> str:
         outcome = send(event.url, event.id, event.payload)
         state, delay = _record(event, outcome)
         logger.info(
-            "webhook %s %s for job=%s: attempt %d, %s in %d ms -> %s",
-            event.id, event.type, event.job_id, event.attempts,
-            outcome.status_code or outcome.error, outcome.latency_ms, state,
+            "webhook %s %s: attempt %d, %s in %d ms -> %s",
+            event.id, event.type, event.attempts, outcome.status_code or outcome.error, outcome.latency_ms, state,
+            extra=log_fields(job_id=event.job_id),
         )
         # Well inside the webhook cluster's task timeout (120 s): a long run
         # of quick retries is left to the sweep too.

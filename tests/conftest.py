@@ -1,6 +1,3 @@
-from datetime import datetime, timedelta
-
-import numpy as np
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
@@ -8,11 +5,9 @@ from rest_framework.test import APIClient
 
 from generation.encoding import encode_mp4, write_poster
 from jobs.models import Status, VideoGenerationJob
-from tests.broker import empty_redis_queue  # noqa: F401 (an autouse fixture)
-from tests.cluster import running_qcluster
-
-# Small enough that a real tiny-random generation takes well under a second.
-FAST_JOB = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "fps": 8}
+from tests.support.broker import empty_redis_queue  # noqa: F401 (an autouse fixture)
+from tests.support.cluster import running_qcluster
+from tests.support.jobs import FAST_JOB, gradient_frames
 
 
 @pytest.fixture(autouse=True)
@@ -46,14 +41,21 @@ def queue_snapshots_inline(monkeypatch):
 @pytest.fixture(autouse=True)
 def submit_counts_inline(monkeypatch):
     """
-    Submits' metric counts are written in the submitting thread: the
+    Submits' metric counts are written at once, in the submitting thread: the
     writer thread has its own connection and cannot see a test's
-    uncommitted rows (jobs/metrics.py). Nothing is left over for the next test.
+    uncommitted rows. Nothing is left over for the next test.
     """
     from jobs import metrics
 
-    monkeypatch.setattr(metrics, "SUBMITS_INLINE", True)
+    class WrittenAtOnce(metrics.SubmitCounts):
+        def add(self, model: str) -> None:
+            with self._lock:
+                self._counts[model] += 1
+            self.write()
+
+    monkeypatch.setattr(metrics, "submit_counts", WrittenAtOnce(metrics.SUBMITS_WRITTEN_EVERY))
     yield
+    # A test's in-memory counter (submits_counted_in_memory) leaves nothing for its exit-time write.
     metrics.submit_counts.forget()
 
 
@@ -68,7 +70,6 @@ def submits_counted_in_memory(monkeypatch):
 
     def counting(written_every: float = 3600.0) -> "metrics.SubmitCounts":
         counts = metrics.SubmitCounts(written_every)
-        monkeypatch.setattr(metrics, "SUBMITS_INLINE", False)
         monkeypatch.setattr(metrics, "submit_counts", counts)
         return counts
 
@@ -113,8 +114,6 @@ def staff_client(client, operator):
     return client
 
 
-def ago(seconds: float) -> datetime:
-    return timezone.now() - timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -139,16 +138,6 @@ def make_job(db):
         return VideoGenerationJob.objects.create(**values)
 
     return make
-
-
-def gradient_frames(count: int, height: int, width: int) -> np.ndarray:
-    """Frames that differ from each other, so a decoder cannot collapse them."""
-    frames = np.zeros((count, height, width, 3), dtype=np.uint8)
-    for index in range(count):
-        frames[index, :, :, 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
-        frames[index, :, :, 1] = (index * 255) // max(count - 1, 1)
-        frames[index, :, :, 2] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
-    return frames
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from jobs.models import VideoGenerationJob
-from tests.cluster import wait_until_finished
-from tests.decode import decode_mp4
-from tests.processes import descendants
+from tests.support.cluster import wait_until_finished
+from tests.support.decode import decode_mp4
+from tests.support.processes import descendants
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_real_worker_turns_submitted_jobs_into_mp4s_and_only_it_loads_torch(api, qcluster, media_root):

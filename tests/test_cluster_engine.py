@@ -9,9 +9,9 @@ import pytest
 
 from jobs.models import Status
 from jobs.lifecycle import job_enqueue
-from tests.cluster import running_qcluster, wait_until_finished
+from tests.support.cluster import running_qcluster, wait_until_finished
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_worker_pinned_to_a_models_queue_runs_that_models_jobs_only(make_job, settings, tmp_path, media_root):

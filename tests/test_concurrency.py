@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jobs.models import Status, VideoGenerationJob
-from tests.cluster import wait_until_finished
+from tests.support.cluster import wait_until_finished
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TINY = {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 1}
 

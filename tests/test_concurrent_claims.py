@@ -11,7 +11,7 @@ from django.utils import timezone
 from jobs.models import Status, VideoGenerationJob
 from jobs.queue import job_claim_next
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 JOBS = 120
 WORKERS = 4

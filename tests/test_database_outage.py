@@ -13,8 +13,8 @@ from django.db import connection
 
 from jobs.models import Status, VideoGenerationJob
 from jobs.lifecycle import job_enqueue
-from tests.cluster import running_qcluster, wait_for, wait_until_finished
-from tests.processes import wait_until
+from tests.support.cluster import running_qcluster, wait_for, wait_until_finished
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

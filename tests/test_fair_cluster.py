@@ -3,10 +3,10 @@
 import pytest
 
 from jobs.models import VideoGenerationJob
-from tests.cluster import running_qcluster, wait_for, wait_until_finished
-from tests.conftest import FAST_JOB
+from tests.support.cluster import running_qcluster, wait_for, wait_until_finished
+from tests.support.jobs import FAST_JOB
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def submit(api, user_id: str) -> VideoGenerationJob:

@@ -1,5 +1,5 @@
 """
-Several hosts, as a fleet runs (tests/hosts.py): host A serves the API on
+Several hosts, as a fleet runs (tests/support/hosts.py): host A serves the API on
 gunicorn, hosts B and C run one qcluster worker each, each in its own
 directory with its own data dir and VIDEOGEN_WORKER_HOST, sharing only
 PostgreSQL, Redis and an S3 server (moto). The heartbeat timeout is 10 s
@@ -15,14 +15,15 @@ from django.conf import settings
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
 from jobs.recovery import parse_worker_name
-from tests.cluster import test_database_url
-from tests.conftest import FAST_JOB
-from tests.decode import decode_mp4
-from tests.hosts import LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env
-from tests.processes import wait_until
-from tests.s3 import new_bucket, s3_server  # noqa: F401 (a fixture)
+from tests.support.cluster import test_database_url
+from tests.support.jobs import FAST_JOB
+from tests.support.decode import decode_mp4
+from tests.support.hosts import LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env
+from tests.support.processes import wait_until
+from tests.support.s3 import new_bucket, s3_server  # noqa: F401 (a fixture)
 
 pytestmark = [
+    pytest.mark.broker,
     pytest.mark.slow,
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
@@ -76,6 +77,9 @@ class Fleet:
         return row.status == Status.RUNNING and row.current_step >= after_step and bool(parsed) and parsed[0] == host
 
     def assert_each_ran_once_and_left_nothing_behind(self, job_ids) -> None:
+        # A worker logs "completed in" after the row's write (and its checkpoint's removal): wait for the lines.
+        self.wait_for(lambda: all(completions(*self.hosts)[job_id] for job_id in job_ids), "the completions' log lines",
+                      timeout=30)
         counts = completions(*self.hosts)
         assert {job_id: counts[job_id] for job_id in job_ids} == {job_id: 1 for job_id in job_ids}
         assert self.bucket.keys() == expected_objects(job_ids)

@@ -6,13 +6,16 @@ job's, and json lines (one object each) from a real gunicorn.
 import json
 import logging
 import uuid
+from datetime import timedelta
 
 import pytest
 
-from tests.cluster import test_database_url
-from tests.conftest import FAST_JOB
-from tests.server import gunicorn
-from videogen.logformat import TextFormatter, quoted
+from tests.support.cluster import test_database_url
+from tests.support.jobs import FAST_JOB
+from tests.support.server import gunicorn
+from jobs.lifecycle import job_delete
+from jobs.retention import expire_outputs
+from videogen.logformat import JsonFormatter, TextFormatter, quoted
 
 
 def test_a_user_id_cannot_make_a_text_line_match_another_jobs_grep(api, make_job, caplog, django_capture_on_commit_callbacks):
@@ -37,8 +40,36 @@ def test_a_user_id_cannot_make_a_text_line_match_another_jobs_grep(api, make_job
 def test_quoted_values_keep_no_raw_control_character_quote_or_equals_sign(value):
     text = quoted(value)
     assert json.loads(text) == value
-    assert not any(char in text[1:-1] for char in '\n\r\x1b"=') or '\\"' in text
-    assert "=" not in text and "\n" not in text and "\x1b" not in text
+    inner = text[1:-1]
+    assert not any(char in inner for char in "\n\r\x1b=")
+    # Every quote inside is escaped: none is left once escaped backslashes and quotes are taken out.
+    assert '"' not in inner.replace("\\\\", "").replace('\\"', "")
+
+
+def json_lines(caplog, message: str) -> list[dict]:
+    return [json.loads(JsonFormatter().format(record)) for record in caplog.records if message in record.getMessage()]
+
+
+def test_a_deleted_jobs_json_line_carries_its_job_id_and_user_id(make_completed_job, caplog):
+    job = make_completed_job(user_id="dora")
+
+    with caplog.at_level(logging.INFO, logger="jobs"):
+        assert job_delete(job)
+
+    [line] = json_lines(caplog, "deleted with its files")
+    assert (line["job_id"], line["user_id"], line["model"]) == (str(job.id), "dora", job.model_name)
+
+
+def test_an_expired_jobs_json_line_carries_its_job_id_and_user_id(make_completed_job, caplog, settings):
+    settings.VIDEOGEN_RETENTION_DAYS = 1
+    job = make_completed_job(user_id="dora")
+    later = job.completed_at + timedelta(days=2)
+
+    with caplog.at_level(logging.INFO, logger="jobs"):
+        assert expire_outputs(now=later) == [job]
+
+    [line] = json_lines(caplog, "outputs expired")
+    assert (line["job_id"], line["user_id"], line["model"]) == (str(job.id), "dora", job.model_name)
 
 
 @pytest.mark.slow

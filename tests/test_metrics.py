@@ -18,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.metrics import label_text, record_submitted, render_jobs
 from jobs.models import FINISHED, MetricSeries, VideoGenerationJob, WorkerGpu
-from tests.cluster import running_qcluster, test_database_url, wait_for
-from tests.conftest import FAST_JOB
-from tests.processes import wait_until
-from tests.server import gunicorn
+from tests.support.cluster import running_qcluster, test_database_url, wait_for
+from tests.support.jobs import FAST_JOB
+from tests.support.processes import wait_until
+from tests.support.server import gunicorn
 
 TOKEN = "s3cret-scrape-token"
 READS = 20

@@ -14,9 +14,9 @@ from django_q.models import OrmQ
 
 from jobs.models import Status, VideoGenerationJob
 from jobs.lifecycle import job_cancel, job_enqueue
-from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
+from tests.support.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 256, "height": 256, "num_frames": 17, "num_inference_steps": 200}
 FAST_RECOVERY = {

@@ -1,6 +1,6 @@
 """
 S3-compatible storage, end to end against a real S3 server process (moto's,
-tests/s3.py): a real qcluster stores into the bucket, the API redirects to
+tests/support/s3.py): a real qcluster stores into the bucket, the API redirects to
 presigned URLs or streams the objects with Range, and nothing is left behind.
 """
 
@@ -20,10 +20,10 @@ from django.utils import timezone
 from generation.encoding import encode_mp4, write_poster, write_preview
 from generation.runner import StorageWriteError, _store_outputs
 from jobs.models import Status, VideoGenerationJob
-from tests.cluster import running_qcluster, wait_for, wait_until_finished
-from tests.conftest import FAST_JOB, gradient_frames
-from tests.decode import decode_mp4
-from tests.s3 import bucket, s3_server, s3_storages  # noqa: F401 (fixtures)
+from tests.support.cluster import running_qcluster, wait_for, wait_until_finished
+from tests.support.jobs import FAST_JOB, gradient_frames
+from tests.support.decode import decode_mp4
+from tests.support.s3 import bucket, s3_server, s3_storages  # noqa: F401 (fixtures)
 
 # An S3 server process (moto's), a qcluster, or settings loaded in a fresh Python, in every test.
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def test_a_real_cluster_stores_into_the_bucket_and_the_api_redirects_to_it(api, 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_cancelled_while_it_runs_leaves_nothing_in_the_bucket(api, bucket, tmp_path, media_root):
     response = api.post("/api/v1/generate", {"user_id": "alice", "prompt": "p", "seed": 3, **FAST_JOB,
-                                             "num_inference_steps": 200}, format="json")
+                                             "width": 128, "height": 128, "num_inference_steps": 200}, format="json")
     job = VideoGenerationJob.objects.get(pk=response.json()["job_id"])
 
     with running_qcluster(tmp_path / "qcluster.log", media_root, **bucket.env) as cluster:
@@ -426,3 +426,40 @@ def test_expiry_removes_the_objects_and_keeps_the_row(api, make_stored_job, buck
 
     assert bucket.keys() == []
     assert api.get(f"/api/v1/download/{job.id}?user_id=alice").status_code == 410
+
+
+# --- Input images: stored in the bucket at submit, read by the worker, removed with the job.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_image_job_keeps_its_input_in_the_bucket_and_the_worker_reads_it_there(api, bucket, tmp_path, media_root):
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (96, 64), "teal").save(image, format="PNG")
+    response = api.post(
+        "/api/v1/generate",
+        {"user_id": "alice", "prompt": "a boat", "model": "tiny-random-i2v", **FAST_JOB,
+         "image": "data:image/png;base64," + base64.b64encode(image.getvalue()).decode()},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    job = VideoGenerationJob.objects.get(pk=response.json()["job_id"])
+    assert bucket.keys() == [job.image.name]
+
+    with running_qcluster(tmp_path / "qcluster.log", media_root, **bucket.env) as cluster:
+        wait_until_finished([job], cluster)
+
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETED, (job.error_code, job.error_message, cluster.log[-3000:])
+    sent = follow(api.get(f"/api/v1/image/{job.id}?user_id=alice"))
+    assert (sent.headers["Content-Type"], sent.content) == ("image/png", image.getvalue())
+    assert api.get(f"/api/v1/image/{job.id}?user_id=bob").status_code == 404
+    assert len(bucket.keys()) == 4
+
+    assert api.delete(f"/api/v1/job/{job.id}?user_id=alice").status_code == 204
+
+    assert bucket.keys() == []

@@ -14,9 +14,9 @@ import pytest
 
 from jobs.models import Status
 from jobs.lifecycle import job_enqueue
-from tests.cluster import running_qcluster, running_worker_pid
+from tests.support.cluster import running_qcluster, running_worker_pid
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 200}
 SHUTDOWN_TIMEOUT = 5

@@ -14,11 +14,11 @@ import pytest
 from django.conf import settings as django_settings
 
 from jobs.models import VideoGenerationJob
-from tests.cluster import running_qcluster, wait_for
-from tests.conftest import FAST_JOB
-from tests.receiver import SECRET, event_types, running_receiver
+from tests.support.cluster import running_qcluster, wait_for
+from tests.support.jobs import FAST_JOB
+from tests.support.receiver import SECRET, event_types, running_receiver
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 WEBHOOK_ENV = {
     "VIDEOGEN_WEBHOOK_SECRET": SECRET,
@@ -99,7 +99,7 @@ def test_a_running_job_that_is_deleted_stops_and_stores_nothing(api, generation_
     files_before = files_in(media)
     response = api.post(
         "/api/v1/generate",
-        {"user_id": "alice", "prompt": "a cat", **FAST_JOB, "num_inference_steps": 200},
+        {"user_id": "alice", "prompt": "a cat", **FAST_JOB, "width": 128, "height": 128, "num_inference_steps": 200},
         format="json",
     )
     job_id = response.json()["job_id"]

@@ -13,9 +13,9 @@ import pytest
 from jobs.models import Status, VideoGenerationJob
 from jobs.recovery import parse_worker_name
 from jobs.lifecycle import job_cancel, job_enqueue
-from tests.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
+from tests.support.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LONG_JOB = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 150}
 TWO_CPU_SLOTS = {"VIDEOGEN_DEVICES": "cpu,cpu", "VIDEOGEN_TORCH_THREADS": "1"}

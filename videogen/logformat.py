@@ -1,7 +1,7 @@
 """
 Log line formats (VIDEOGEN_LOG_FORMAT): `text` for people, `json` for log
-pipelines. A line about a job carries its job_id, user_id, model and worker
-as record attributes (logging's `extra`, see log_fields()), never pasted into
+pipelines. A line about a job carries its job_id, user_id, model, mode and
+worker as record attributes (logging's `extra`, see log_fields()), never pasted into
 the message, so each format can render them safely.
 """
 
@@ -9,14 +9,21 @@ import datetime
 import json
 import logging
 
-JOB_FIELDS = ("job_id", "user_id", "model", "worker")
+JOB_FIELDS = ("job_id", "user_id", "model", "mode", "worker")
 
 
 def log_fields(job=None, **fields) -> dict:
-    """`extra=` for a line about a job: its id, user, model and worker (where known)."""
+    """`extra=` for a line about a job: its id, user, model, mode and worker (where known)."""
     values = {}
     if job is not None:
-        values = {"job_id": job.id, "user_id": job.user_id, "model": job.model_name, "worker": job.worker or None}
+        values = {
+            "job_id": job.id,
+            "user_id": job.user_id,
+            "model": job.model_name,
+            # Read only where loaded: a job fetched with only() must not cost a query per log line.
+            "mode": job.__dict__.get("mode"),
+            "worker": job.worker or None,
+        }
     return {**values, **fields}
 
 
@@ -46,7 +53,7 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, job_id, user_id, model, worker (null when not a job's)."""
+    """One JSON object per line: time, level, logger, message, job_id, user_id, model, mode, worker (null when not a job's)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {

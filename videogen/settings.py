@@ -6,8 +6,8 @@ what must be known before Django starts is read elsewhere: the web server's
 processes and log format (videogen/gunicorn.py) and a worker's GPU
 (generation/devices.py, before torch loads). With nothing set, the
 service runs embedded: SQLite and django-q2's ORM broker under ./var, the
-`tiny-random` model, so a fresh clone works with no server. The README lists
-every variable.
+`tiny-random` model, so a fresh clone works with no server. docs/configuration.md
+lists every variable.
 """
 
 import os
@@ -86,6 +86,11 @@ DEBUG = envbool("VIDEOGEN_DEBUG", False)
 SECRET_KEY = envstr("VIDEOGEN_SECRET_KEY", "videogen-insecure-development-key")
 ALLOWED_HOSTS = envlist("VIDEOGEN_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("VIDEOGEN_CSRF_TRUSTED_ORIGINS", [])
+# Behind a proxy that ends TLS, the links the API builds from the request
+# (Location, result, video_url) say https only if the proxy's word is taken;
+# set it only where the proxy always sets X-Forwarded-Proto itself.
+if envbool("VIDEOGEN_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -248,8 +253,9 @@ USE_I18N = True
 USE_TZ = True
 
 # --- API ----------------------------------------------------------------------
-# Bodies larger than this are refused with a JSON 413 before they are parsed.
-DATA_UPLOAD_MAX_MEMORY_SIZE = envint("VIDEOGEN_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# Bodies larger than this are refused with a JSON 413 before they are parsed
+# (jobs.middleware.body_limit); a submit's may also carry its images.
+VIDEOGEN_MAX_BODY_BYTES = envint("VIDEOGEN_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -277,6 +283,21 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Status"},
 }
+
+# --- Image inputs ------------------------------------------------------------
+# An input image (image, last_image) over this many bytes is a 413.
+VIDEOGEN_MAX_IMAGE_BYTES = envint("VIDEOGEN_MAX_IMAGE_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Pixels an input image may have, checked from its header before it is
+# decoded (a small file can claim to be gigapixels: a decompression bomb).
+VIDEOGEN_MAX_IMAGE_PIXELS = envint("VIDEOGEN_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
+# Seconds a submit may spend fetching one image URL, redirects included.
+VIDEOGEN_IMAGE_FETCH_TIMEOUT = envfloat("VIDEOGEN_IMAGE_FETCH_TIMEOUT", 10.0)
+# Hosts image URLs may point at although they resolve to private addresses
+# (or over http://): an internal asset server, a test server.
+VIDEOGEN_IMAGE_ALLOWED_HOSTS = [host.lower() for host in envlist("VIDEOGEN_IMAGE_ALLOWED_HOSTS", [])]
+# Django's own cap on a body it reads, behind jobs.middleware.body_limit's
+# per path: the largest, a submit with two images as base64.
+DATA_UPLOAD_MAX_MEMORY_SIZE = VIDEOGEN_MAX_BODY_BYTES + 2 * (VIDEOGEN_MAX_IMAGE_BYTES * 4 // 3 + 4)
 
 # --- Auth and rate limits -----------------------------------------------------
 # "none": the inherited contract, user_id trusted from the request. "api_key":
@@ -345,6 +366,11 @@ if VIDEOGEN_WEBHOOK_SECRET:
 # link-local or reserved addresses (an internal receiver), and the only hosts
 # a plain http:// URL may name.
 VIDEOGEN_WEBHOOK_ALLOWED_HOSTS = [host.lower() for host in envlist("VIDEOGEN_WEBHOOK_ALLOWED_HOSTS", [])]
+# A PEM file of CA certificates https deliveries trust besides the system's
+# (a receiver whose certificate an internal CA issued).
+VIDEOGEN_WEBHOOK_CA_BUNDLE = envstr("VIDEOGEN_WEBHOOK_CA_BUNDLE", "")
+if VIDEOGEN_WEBHOOK_CA_BUNDLE and not os.path.isfile(VIDEOGEN_WEBHOOK_CA_BUNDLE):
+    raise ImproperlyConfigured(f"VIDEOGEN_WEBHOOK_CA_BUNDLE: no such file {VIDEOGEN_WEBHOOK_CA_BUNDLE!r}")
 # Seconds one delivery attempt may take, connecting included.
 VIDEOGEN_WEBHOOK_TIMEOUT = envfloat("VIDEOGEN_WEBHOOK_TIMEOUT", 10.0)
 # Retries: the n-th waits a random time up to base * 2**(n-1) seconds (at most
@@ -366,7 +392,13 @@ VIDEOGEN_LEGACY_USER_ID = envstr("VIDEOGEN_LEGACY_USER_ID", "anonymous")
 VIDEOGEN_DEFAULT_MODEL = envstr("VIDEOGEN_DEFAULT_MODEL", "tiny-random")
 # The models this deployment serves; the catalogue knows more. A real model
 # needs its weights on disk or in the HF cache.
-VIDEOGEN_MODELS = envlist("VIDEOGEN_MODELS", [VIDEOGEN_DEFAULT_MODEL])
+# Unset with a tiny default model (a laptop, a fresh clone), the tiny image
+# models come too, so every generation mode works without configuration.
+TINY_IMAGE_MODELS = ["tiny-random-i2v", "tiny-random-wan-flf2v"]
+VIDEOGEN_MODELS = envlist(
+    "VIDEOGEN_MODELS",
+    list(dict.fromkeys([VIDEOGEN_DEFAULT_MODEL, *(TINY_IMAGE_MODELS if VIDEOGEN_DEFAULT_MODEL.startswith("tiny-") else [])])),
+)
 # A JSON file that changes built-in model specs or adds new ones (see
 # generation.registry.catalogue).
 VIDEOGEN_MODELS_FILE = envstr("VIDEOGEN_MODELS_FILE", "")
@@ -394,6 +426,35 @@ VIDEOGEN_MAX_LOADED_MODELS = envint("VIDEOGEN_MAX_LOADED_MODELS", 1, minimum=1)
 VIDEOGEN_GPU_MEMORY_GB = envfloat("VIDEOGEN_GPU_MEMORY_GB", None)
 # Seconds between progress writes to the job row while a job denoises.
 VIDEOGEN_PROGRESS_INTERVAL = envfloat("VIDEOGEN_PROGRESS_INTERVAL", 0.5)
+
+# --- Events (docs/events.md) --------------------------------------------------
+# The longest `Prefer: wait=N` honoured on GET /job and POST /generate, in seconds.
+VIDEOGEN_MAX_WAIT = envint("VIDEOGEN_MAX_WAIT", 60, minimum=0)
+# Open event streams and waiting answers one web process holds at most; past it, a 503.
+VIDEOGEN_MAX_STREAMS = envint("VIDEOGEN_MAX_STREAMS", 10_000, minimum=1)
+# A running job's live preview (live_preview_url) is redrawn every this many
+# denoising steps; 0 turns live previews off.
+VIDEOGEN_PREVIEW_EVERY = envint("VIDEOGEN_PREVIEW_EVERY", 5, minimum=0)
+
+
+def envseconds_or_off(name: str, default: float) -> float | None:
+    raw = os.environ.get(name, "")
+    if raw.lower() == "off":
+        return None
+    value = envfloat(name, default)
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds (0 or more) or off, got {raw!r}")
+    return value
+
+
+# A running job saves its denoising state at most this often, so a worker
+# lost or stopped mid-job costs at most this much work (docs/checkpoints.md);
+# off: never.
+VIDEOGEN_CHECKPOINT_SECONDS = envseconds_or_off("VIDEOGEN_CHECKPOINT_SECONDS", 60.0)
+# A high-priority job that has waited this long while every worker of its
+# model runs lower-priority work preempts one of them: it checkpoints and
+# goes back to pending (jobs/queue.py); off: never.
+VIDEOGEN_PREEMPT_AFTER = envseconds_or_off("VIDEOGEN_PREEMPT_AFTER", 30.0)
 
 # --- Worker (django-q2) -------------------------------------------------------
 # The devices this qcluster serves, one worker process each: by default every
@@ -457,6 +518,9 @@ VIDEOGEN_REAPER_INTERVAL = envfloat("VIDEOGEN_REAPER_INTERVAL", 30.0)
 # Fair share (jobs/queue.py): a free worker serves the user who used the
 # least worker time over this many seconds, divided by their weight.
 VIDEOGEN_FAIR_WINDOW = envint("VIDEOGEN_FAIR_WINDOW", 3600, minimum=1)
+# Tests only: a worker pauses after storing a job's files, before the job's
+# final write, for as long as this file exists (a kill can then land there).
+VIDEOGEN_TEST_PAUSE_AFTER_STORING = envstr("VIDEOGEN_TEST_PAUSE_AFTER_STORING", "")
 
 Q_CLUSTER = {
     "name": envstr("VIDEOGEN_QUEUE_NAME", "videogen"),

@@ -8,8 +8,11 @@ from rest_framework import exceptions
 
 from jobs.exceptions import SERVER_ERROR, ApiError, error_response
 from jobs.views import HealthView, metrics_view
+from jobs.playground import PlaygroundView
 
 urlpatterns = [
+    # A page for trying the API in a browser, built on the public API only.
+    path("", PlaygroundView.as_view(), name="playground"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("jobs.urls")),
     # The original service answered its health check at the root, and its
@@ -37,25 +40,25 @@ def _is_api(request) -> bool:
 def bad_request(request, exception=None):
     if _is_api(request):
         detail = next((text for kind, text in BAD_REQUEST_REASONS if isinstance(exception, kind)), "Bad request.")
-        return error_response(ApiError(400, detail))
+        return error_response(ApiError(400, detail), request)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception=None):
     if _is_api(request):
-        return error_response(exceptions.PermissionDenied("Forbidden."))
+        return error_response(exceptions.PermissionDenied("Forbidden."), request)
     return defaults.permission_denied(request, exception)
 
 
 def not_found(request, exception=None):
     if _is_api(request):
-        return error_response(exceptions.NotFound("Not found."))
+        return error_response(exceptions.NotFound("Not found."), request)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     if _is_api(request):
-        return error_response(ApiError(500, SERVER_ERROR))
+        return error_response(ApiError(500, SERVER_ERROR), request)
     return defaults.server_error(request)
 
 

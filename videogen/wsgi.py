@@ -25,24 +25,27 @@ class ChunkedBodies:
     413 as any other body that is too large.
     """
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit):
         self.app = app
+        # The body limit of a path (jobs.middleware.body_limit).
         self.limit = limit
 
     def __call__(self, environ, start_response):
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and environ.get("wsgi.input_terminated") and not environ.get("CONTENT_LENGTH"):
-            body = environ["wsgi.input"].read(self.limit + 1)
+            body = environ["wsgi.input"].read(self.limit(environ.get("PATH_INFO", "")) + 1)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
 
 
 def _application():
-    from django.conf import settings
+    from jobs.middleware import body_limit
+
+    from videogen.handoff import HandOffApplication
 
     django_app = get_wsgi_application()
-    return ChunkedBodies(django_app, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    return ChunkedBodies(HandOffApplication(django_app), body_limit)
 
 
 application = _application()

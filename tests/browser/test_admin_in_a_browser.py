@@ -3,66 +3,18 @@ The admin in a real browser: Debian's Chromium, driven by Playwright, against
 pytest-django's live server, with a real qcluster process running re-runs.
 """
 
-import contextlib
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from tests.support.browser import IN_A_BROWSER, PASSWORD, browser_page
 
-CHROMIUM = "/usr/bin/chromium"
-# The machine has no internet: without the background-networking flags
-# Chromium floods the log with refused connections to Google's services.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "a-long-operator-password"
 # A first job in a fresh worker builds the tiny model before it runs.
 RERUN_TIMEOUT = 120
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM} (Debian's 'chromium' package; .ci/run installs it)",
-    ),
-    pytest.mark.django_db(transaction=True),
-]
-
-
-@contextlib.contextmanager
-def browser_page(screenshot_dir: Path) -> Iterator:
-    """
-    A page in headless Chromium; on failure, a screenshot of it in the test's
-    temporary directory. The Django ORM cannot be used inside this block:
-    Playwright's sync API runs an event loop, which Django takes for an async
-    context.
-    """
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.set_default_timeout(15_000)
-        try:
-            yield page
-        except BaseException:
-            path = screenshot_dir / "failure.png"
-            page.screenshot(path=str(path), full_page=True)
-            print(f"screenshot of the page at failure: {path}")
-            raise
-        finally:
-            browser.close()
+pytestmark = [*IN_A_BROWSER, pytest.mark.django_db(transaction=True)]
 
 
 # Run in the page: wait for the player's metadata, then seek, wait for the

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from generation.encoding import EncodingError, encode_mp4, write_poster
-from tests.conftest import gradient_frames
-from tests.decode import decode_mp4
+from tests.support.jobs import gradient_frames
+from tests.support.decode import decode_mp4
 
 
 def test_it_writes_every_frame_at_the_requested_fps_and_size(tmp_path):
@@ -76,3 +76,44 @@ def test_the_poster_is_a_jpeg_of_the_frame(tmp_path):
     with Image.open(path) as image:
         assert image.format == "JPEG"
         assert image.size == (64, 40)
+
+
+def test_read_frames_gives_back_every_frame_of_an_encoded_mp4(tmp_path):
+    from generation.encoding import read_frames
+
+    frames = gradient_frames(13, 48, 80)
+    path = encode_mp4(frames, tmp_path / "out.mp4", fps=12)
+
+    decoded = read_frames(path)
+
+    assert decoded.shape == (13, 48, 80, 3) and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 6
+    assert np.array_equal(decoded, decode_mp4(path)[1])
+
+
+def test_last_frame_is_the_last_frame_read_frames_gives(tmp_path):
+    from generation.encoding import last_frame, read_frames
+
+    frames = gradient_frames(30, 32, 48)
+    path = encode_mp4(frames, tmp_path / "out.mp4", fps=24)
+
+    last = last_frame(path)
+
+    assert last.shape == (32, 48, 3) and last.dtype == np.uint8
+    assert np.array_equal(last, read_frames(path)[-1])
+    # The last frame of the source, not any other: the green ramp is at its top.
+    assert abs(int(last[:, :, 1].mean()) - 255) < 6
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a video at all"])
+def test_reading_a_missing_or_broken_video_is_an_encoding_error(tmp_path, content):
+    from generation.encoding import last_frame, read_frames
+
+    path = tmp_path / "broken.mp4"
+    if content is not None:
+        path.write_bytes(content)
+
+    with pytest.raises(EncodingError):
+        read_frames(path)
+    with pytest.raises(EncodingError):
+        last_frame(path)

@@ -173,3 +173,36 @@ def test_the_full_size_random_twins_have_the_published_architectures(builder, pa
     # As from_pretrained(torch_dtype=bfloat16) leaves them: T5's `wo` in float32.
     dtypes = {p.dtype for p in pipeline.text_encoder.parameters()}
     assert dtypes == {torch.bfloat16, torch.float32}
+
+
+@pytest.mark.parametrize(
+    "tiny_name, full_name",
+    [
+        ("tiny-random", "cogvideox-2b-random"),
+        ("tiny-random-i2v", "cogvideox-5b-i2v-random"),
+        ("tiny-random-wan", "wan2.1-t2v-1.3b-random"),
+        ("tiny-random-wan-i2v", "wan2.1-i2v-14b-480p-random"),
+        ("tiny-random-wan-ti2v", "wan2.2-ti2v-5b-random"),
+    ],
+)
+def test_each_tiny_twin_runs_its_full_size_twins_code_path(tiny_name, full_name):
+    # Built from their specs' builders, as load_pipeline does; the full-size one on the meta device.
+    from django.utils.module_loading import import_string
+
+    tiny_spec, full_spec = get_spec(tiny_name), get_spec(full_name)
+    tiny = import_string(tiny_spec.builder)()
+    full = import_string(full_spec.builder)(device="meta")
+
+    assert type(tiny).__name__ == type(full).__name__ == tiny_spec.pipeline_class == full_spec.pipeline_class
+    assert {name: type(module) for name, module in tiny.components.items()} == {
+        name: type(module) for name, module in full.components.items()
+    }
+    assert dict(tiny.scheduler.config) == dict(full.scheduler.config)
+    assert tiny.config.get("expand_timesteps") == full.config.get("expand_timesteps")
+    # Same kind of transformer: the same position embeddings and, for image to video, the same extra inputs.
+    tiny_config, full_config = tiny.transformer.config, full.transformer.config
+    rotary = "use_rotary_positional_embeddings"
+    assert tiny_config.get(rotary) == full_config.get(rotary)
+    for option in ("image_dim", "pos_embed_seq_len"):
+        assert (tiny_config.get(option) is None) == (full_config.get(option) is None), option
+    assert tiny_config.in_channels / tiny_config.out_channels == full_config.in_channels / full_config.out_channels

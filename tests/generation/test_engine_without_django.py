@@ -1,4 +1,4 @@
-"""The engine (catalogue, pipelines, encoding) is plain Python: usable with no Django settings at all."""
+"""The engine (catalogue, images, pipelines, encoding) is plain Python: usable with no Django settings at all."""
 
 import os
 import subprocess
@@ -13,6 +13,12 @@ import sys
 from generation.registry import BUILTIN_MODELS, catalogue, get_spec
 
 assert not any(name == "django" or name.startswith("django.") for name in sys.modules), "the catalogue imported Django"
+
+from generation.images import prepare_image
+
+assert not any(name == "django" or name.startswith("django.") for name in sys.modules), "images imported Django"
+assert "torch" not in sys.modules, "images imported torch"
+assert get_spec("tiny-random-i2v").modes == ("image-to-video",)
 
 specs = catalogue({"cogvideox-2b": {"source": "/models/cogvideox"}})
 spec = get_spec("cogvideox-2b", specs)

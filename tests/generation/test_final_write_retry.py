@@ -8,7 +8,7 @@ from django.db import OperationalError
 from generation import runner
 from generation.tasks import generate_video
 from jobs.models import Status, VideoGenerationJob
-from tests.decode import decode_mp4
+from tests.support.decode import decode_mp4
 
 
 def test_a_completed_write_that_landed_before_the_connection_dropped_keeps_the_video(

@@ -103,18 +103,24 @@ def test_a_model_saved_to_disk_loads_with_from_pretrained_and_gives_the_same_fra
     assert pipelines.describe_run(real_spec)["source"] == str(tmp_path / "CogVideoX-tiny")
 
 
-def test_a_wan_model_saved_to_disk_loads_with_its_vae_kept_in_float32(tmp_path):
+@pytest.mark.parametrize(
+    "tiny, real, float32_parts",
+    [
+        ("tiny-random-wan", "wan2.1-t2v-1.3b", ["vae"]),
+        # Wan 2.1 I2V's CLIP image encoder too, as its model card loads it.
+        ("tiny-random-wan-i2v", "wan2.1-i2v-14b-480p", ["vae", "image_encoder"]),
+    ],
+)
+def test_a_wan_model_saved_to_disk_loads_with_its_vae_kept_in_float32(tmp_path, tiny, real, float32_parts):
     import torch
 
-    load_pipeline(get_spec("tiny-random-wan")).save_pretrained(tmp_path / "wan")
+    load_pipeline(get_spec(tiny)).save_pretrained(tmp_path / "wan")
     pipelines.release_pipelines()
-    spec = dataclasses.replace(
-        get_spec("wan2.1-t2v-1.3b"), source=str(tmp_path / "wan"), max_sequence_length=32, min_size=32
-    )
+    spec = dataclasses.replace(get_spec(real), source=str(tmp_path / "wan"), max_sequence_length=32, min_size=32)
 
     pipeline = load_pipeline(spec, pipelines.LoadOptions(dtype="bfloat16"))
 
-    assert pipeline.vae.dtype == torch.float32
+    assert [getattr(pipeline, part).dtype for part in float32_parts] == [torch.float32] * len(float32_parts)
     assert pipeline.transformer.dtype == torch.bfloat16
 
 

@@ -12,7 +12,7 @@ from generation import pipelines
 from generation.registry import get_spec
 from generation.tasks import generate_video
 from jobs.models import Status, VideoGenerationJob
-from tests.decode import decode_mp4
+from tests.support.decode import decode_mp4
 from videogen.logformat import JsonFormatter, TextFormatter
 
 

@@ -12,8 +12,8 @@ from django_q.models import OrmQ
 
 from jobs import admin as jobs_admin
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from tests.support.admin import CHANGELIST
 
-CHANGELIST = "/admin/jobs/videogenerationjob/"
 
 
 def listed(response) -> list:
@@ -321,6 +321,61 @@ def test_an_unfinished_job_has_no_player(staff_client, make_job):
     assert "<video" not in staff_client.get(change_url(job)).content.decode()
 
 
+def readonly_values(html: str) -> dict[str, str]:
+    """The job page's read-only fields, label to the text shown."""
+    import html as html_module
+    import re
+
+    return {
+        label.rstrip(":"): html_module.unescape(re.sub(r"<[^>]+>", "", value)).strip()
+        for label, value in re.findall(r'<label>([^<]*)</label>\s*<div class="readonly">(.*?)</div>', html, re.S)
+    }
+
+
+def test_the_job_page_shows_durations_and_sizes_as_people_read_them(staff_client, make_completed_job, settings):
+    settings.VIDEOGEN_RETENTION_DAYS = 7
+    job = make_completed_job()
+    started = timezone.now() - datetime.timedelta(seconds=95)
+    VideoGenerationJob.objects.filter(pk=job.pk).update(
+        video_duration_seconds=2 / 3, file_size_bytes=2_111_000,
+        started_at=started, completed_at=started + datetime.timedelta(seconds=90),
+    )
+
+    shown = readonly_values(staff_client.get(change_url(job)).content.decode())
+
+    assert shown["Video duration"] == "667 ms"
+    assert shown["File size"] == "2.0\xa0MB"
+    assert shown["Run time"] == "1 min 30 s"
+    assert shown["Expires at"] not in ("-", "None")
+
+
+def test_every_empty_value_on_the_job_page_reads_as_one_dash(staff_client, make_job):
+    job = make_job()
+
+    shown = readonly_values(staff_client.get(change_url(job)).content.decode())
+
+    assert "None" not in shown.values(), shown
+    for label in ["Negative prompt", "Started at", "Completed at", "Run time", "Expires at", "Expired at", "Webhook url",
+                  "Error code", "Error", "File size", "Video duration", "Worker", "Heartbeat at", "Run info"]:
+        assert shown[label] == "-", (label, shown[label])
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(None, "-"), (0.004, "4 ms"), (2 / 3, "667 ms"), (1.25, "1.2 s"), (59.94, "59.9 s"), (90, "1 min 30 s"),
+     (3599, "59 min 59 s"), (7260, "2 h 01 min"), (datetime.timedelta(seconds=12), "12.0 s"), (-1, "0 ms")],
+)
+def test_durations_read_in_the_unit_that_fits(seconds, text):
+    assert jobs_admin.shown_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "count, text", [(None, "-"), (0, "0\xa0bytes"), (512, "512\xa0bytes"), (2111, "2.1\xa0KB"), (5 * 1024**2, "5.0\xa0MB")]
+)
+def test_sizes_read_in_the_unit_that_fits(count, text):
+    assert jobs_admin.shown_size(count) == text
+
+
 # --- Actions
 
 
@@ -398,3 +453,22 @@ def test_jobs_cannot_be_added_or_deleted_here(staff_client, make_job):
 
     assert staff_client.get(reverse("admin:jobs_videogenerationjob_add")).status_code == 403
     assert staff_client.get(reverse("admin:jobs_videogenerationjob_delete", args=[job.pk])).status_code == 403
+
+
+# --- Image inputs
+
+
+def test_an_image_jobs_inputs_show_as_thumbnails_and_the_list_filters_by_mode(staff_client, make_job):
+    image_job = make_job(mode="first-last-frame", image="inputs/a.png", last_image="inputs/b.png",
+                         model_name="tiny-random-wan-flf2v")
+    text_job = make_job()
+
+    page = staff_client.get(change_url(image_job)).content.decode()
+    row = staff_client.get(CHANGELIST).content.decode()
+
+    for field in ("image", "last_image"):
+        assert f'src="/api/v1/{field}/{image_job.pk}"' in page
+        assert f'alt="{field} of job {image_job.pk}"' in page
+        assert f'src="/api/v1/{field}/{image_job.pk}"' in row
+    assert listed(staff_client.get(CHANGELIST + "?mode__exact=first-last-frame")) == [image_job.pk]
+    assert listed(staff_client.get(CHANGELIST + "?mode__exact=text-to-video")) == [text_job.pk]

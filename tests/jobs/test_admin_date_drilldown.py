@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.jobs.test_admin import CHANGELIST
+from tests.support.admin import CHANGELIST
 
 
 @pytest.mark.parametrize(

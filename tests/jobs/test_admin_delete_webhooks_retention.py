@@ -63,6 +63,7 @@ def test_the_job_page_shows_its_deliveries_and_links_to_each(admin_user_client, 
     event_page = admin_user_client.get(html.unescape(link))
     assert event_page.status_code == 200
     assert "503" in event_page.content.decode() and "busy" in event_page.content.decode()
+    assert "12 ms" in event_page.content.decode()  # the admin's one way of showing durations
 
 
 def test_the_send_again_action_puts_an_event_back_in_the_queue(admin_user_client, make_job):

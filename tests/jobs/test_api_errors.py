@@ -13,6 +13,7 @@ from django.test import RequestFactory
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIRequestFactory
 
+from jobs.middleware import body_limit
 from jobs.middleware import JsonApiErrorsMiddleware
 from jobs.models import VideoGenerationJob
 from jobs.views import JobViewSet
@@ -38,7 +39,7 @@ def test_errors_from_a_view_from_djangos_handlers_and_from_the_middleware_are_re
     with_a_header = api.get(f"/api/v1/download/{done.id}", HTTP_RANGE="bytes=999999999-")
     from_django = api.get("/api/v1/nothing")
     from_the_middleware = api.post(
-        "/api/v1/generate", data=b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1), content_type="application/json"
+        "/api/v1/generate", data=b"x" * (body_limit("/api/v1/generate") + 1), content_type="application/json"
     )
 
     assert assert_rendered_by_error_response(from_a_view, 404) == {"detail": "No such job."}
@@ -131,3 +132,33 @@ def test_the_job_viewsets_queryset_is_for_user(query, user_id):
     view.request = view.initialize_request(APIRequestFactory().get(f"/api/v1/job/x{query}"))
 
     assert str(view.get_queryset().query) == str(VideoGenerationJob.objects.for_user(user_id).query)
+
+
+@pytest.mark.parametrize("accept", ["application/json; indent=4", "*/*; indent=4", "text/html, application/json; indent=4"])
+def test_error_bodies_honour_indent_in_accept_as_success_bodies_do(accept, api, make_job, settings):
+    job = make_job()
+
+    success = api.get(f"/api/v1/job/{job.id}", HTTP_ACCEPT=accept)
+    errors = [
+        api.get(f"/api/v1/job/{job.id}?user_id=bob", HTTP_ACCEPT=accept),  # DRF's handler
+        api.post("/api/v1/generate", {"user_id": "alice"}, format="json", HTTP_ACCEPT=accept),  # a 400
+        api.get("/api/v1/nothing", HTTP_ACCEPT=accept),  # Django's handler404
+        api.post(  # the middleware
+            "/api/v1/generate", data=b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1),
+            content_type="application/json", HTTP_ACCEPT=accept,
+        ),
+    ]
+
+    assert success.status_code == 200
+    assert success.content == json.dumps(json.loads(success.content), indent=4, ensure_ascii=False).encode()
+    for response in errors:
+        assert response.status_code in (400, 404, 413), response.content
+        body = json.loads(response.content)
+        assert response.content == JSONRenderer().render(body, "application/json; indent=4"), response.content
+        assert response.content.startswith(b'{\n    "detail": ')
+
+
+def test_without_indent_error_bodies_stay_compact(api, db):
+    response = api.get("/api/v1/nothing", HTTP_ACCEPT="application/json; q=0.9")
+
+    assert response.content == b'{"detail":"Not found."}'

@@ -142,11 +142,12 @@ def test_a_wake_up_may_run_as_long_as_the_slowest_model_of_its_queue(models_file
     assert (queue_timeout(None), queue_timeout("wan"), queue_timeout("nobody-serves-it")) == (30, 90, 30)
 
 
-def test_the_queued_task_carries_the_models_time_limit(make_job, models_file):
+def test_the_queued_task_carries_the_models_time_limit(make_job, models_file, settings):
     from django_q.models import OrmQ
 
     from jobs.lifecycle import job_enqueue
 
+    settings.VIDEOGEN_MODELS = ["tiny-random"]
     models_file({"tiny-random": {"timeout": 45}})
 
     job_enqueue(make_job())
@@ -167,5 +168,6 @@ def test_answers_are_computed_once_and_again_when_settings_change(monkeypatch):
 
     with override_settings(VIDEOGEN_MODELS=["tiny-random", "tiny-random-wan"]):
         assert list(served_models()) == ["tiny-random", "tiny-random-wan"]
-    assert list(served_models()) == ["tiny-random"]
+    # Unset, a tiny default model comes with the tiny image models (a model for each mode).
+    assert list(served_models()) == ["tiny-random", "tiny-random-i2v", "tiny-random-wan-flf2v"]
     assert len(reads) == 3

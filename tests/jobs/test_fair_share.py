@@ -4,7 +4,7 @@ import pytest
 
 from jobs.models import Status, UserWeight, VideoGenerationJob
 from jobs.queue import job_claim_next
-from tests.conftest import ago
+from tests.support.jobs import ago
 
 
 @pytest.fixture

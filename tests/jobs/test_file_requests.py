@@ -52,7 +52,7 @@ def test_asking_for_the_files_own_type_or_json_gets_the_file(api, job, endpoint,
 def test_the_preview_is_served_to_accept_image_webp(api, make_completed_job, media_root):
     from generation.encoding import write_preview
     from jobs.models import VideoGenerationJob
-    from tests.conftest import gradient_frames
+    from tests.support.jobs import gradient_frames
 
     job = make_completed_job()
     write_preview(gradient_frames(3, 32, 32), media_root / "posters" / f"{job.id}.webp", fps=8)

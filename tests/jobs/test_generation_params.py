@@ -2,7 +2,7 @@
 
 import pytest
 
-from generation.params import GenerationParams, bounds, param_errors
+from generation.params import GenerationParams
 from generation.pipelines import InvalidParams, check_params
 from generation.registry import get_spec
 from jobs.models import VideoGenerationJob
@@ -46,7 +46,7 @@ def test_the_job_carries_the_parameters_asked_for_to_the_engine(submit):
 def test_the_engine_refuses_with_the_apis_check():
     params = GenerationParams("a cat", "", 100, 48, 500, 0, 25.0, 1, model_name="tiny-random", fps=0)
 
-    errors = param_errors(TINY, params)
+    errors = TINY.param_errors(params)
     with pytest.raises(InvalidParams) as refused:
         check_params(TINY, params)
 
@@ -57,9 +57,9 @@ def test_the_engine_refuses_with_the_apis_check():
 
 
 def test_the_bounds_shown_are_the_bounds_checked():
-    limits = bounds(TINY)
+    limits = TINY.bounds()
 
     for name, limit in limits.items():
         at_most = GenerationParams("a cat", "", 64, 48, 9, 2, 4.5, 1, fps=24)
-        assert param_errors(TINY, GenerationParams(**{**at_most.as_dict(), name: limit["max"]})) == {}
-        assert name in param_errors(TINY, GenerationParams(**{**at_most.as_dict(), name: limit["max"] + 1}))
+        assert TINY.param_errors(GenerationParams(**{**at_most.as_dict(), name: limit["max"]})) == {}
+        assert name in TINY.param_errors(GenerationParams(**{**at_most.as_dict(), name: limit["max"] + 1}))

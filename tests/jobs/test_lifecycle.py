@@ -41,7 +41,7 @@ def test_a_failed_job_reruns_with_one_more_attempt_and_is_queued(make_job, djang
 
 
 def test_a_rerun_job_waits_with_nothing_of_its_last_run_left(make_job, django_capture_on_commit_callbacks):
-    from tests.jobs.test_models import a_failed_run
+    from tests.support.jobs import a_failed_run
 
     job = make_job(**a_failed_run())
 

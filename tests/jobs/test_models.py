@@ -4,6 +4,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from tests.support.jobs import a_failed_run
 
 
 def test_for_user_returns_only_that_users_jobs(make_job):
@@ -56,15 +57,6 @@ def test_transition_evaluates_expressions_in_the_database(make_job):
     assert job.attempts == 3
 
 
-def a_failed_run(**fields) -> dict:
-    """A job's fields after a run that got somewhere and failed."""
-    ran = timezone.now() - timedelta(minutes=5)
-    return {
-        "status": Status.FAILED, "progress": 40, "current_step": 7, "worker": "gpu-1:4242 slot 0 cuda:0",
-        "heartbeat_at": ran, "started_at": ran, "first_step_at": ran, "stepped_at": ran, "completed_at": ran,
-        "error_code": ErrorCode.TIMEOUT, "error_message": "Generation timed out", "run_info": {"model": "tiny-random"},
-        **fields,
-    }
 
 
 def test_requeue_leaves_nothing_of_the_last_run_and_counts_an_attempt(make_job):
@@ -149,3 +141,50 @@ def test_the_table_keeps_the_original_name_and_columns():
     assert meta.get_field("video").column == "output_file_path"
     for column in ("submitted_at", "completed_at", "error_message", "file_size_bytes"):
         assert meta.get_field(column).column == column
+
+
+def test_start_claims_a_pending_job_for_a_worker_from_a_fresh_run(make_job):
+    now = timezone.now()
+    job = make_job(progress=30, current_step=2, yield_requested_at=now, start_deadline_at=now + timedelta(hours=1))
+
+    assert job.start(worker="w1", now=now)
+
+    job.refresh_from_db()
+    assert (job.status, job.worker, job.started_at, job.heartbeat_at) == (Status.RUNNING, "w1", now, now)
+    assert {name: getattr(job, name) for name in job.RUN_RESETS} == job.RUN_RESETS
+    assert job.start_deadline_at is None
+
+
+def test_start_refuses_a_job_another_worker_claimed_first(make_job):
+    job = make_job()
+    stale_copy = VideoGenerationJob.objects.get(pk=job.pk)
+    assert job.start(worker="w1", now=timezone.now())
+
+    assert not stale_copy.start(worker="w2", now=timezone.now())
+
+    job.refresh_from_db()
+    assert job.worker == "w1"
+
+
+def test_complete_records_the_files_and_a_full_run(make_job):
+    job = make_job(status=Status.RUNNING, progress=80, current_step=3)
+
+    assert job.complete(video="videos/a.mp4", poster="posters/a.jpg", preview="previews/a.webp",
+                        from_={Status.RUNNING}, file_size_bytes=123)
+
+    job.refresh_from_db()
+    assert (job.status, job.video.name, job.poster.name, job.preview.name) == (
+        Status.COMPLETED, "videos/a.mp4", "posters/a.jpg", "previews/a.webp"
+    )
+    assert (job.progress, job.current_step, job.file_size_bytes) == (100, job.num_inference_steps, 123)
+    assert job.completed_at is not None
+
+
+def test_complete_refuses_a_job_cancelled_meanwhile(make_job):
+    job = make_job(status=Status.RUNNING)
+    VideoGenerationJob.objects.filter(pk=job.pk).update(status=Status.CANCELLED)
+
+    assert not job.complete(video="videos/a.mp4", poster="", preview="", from_={Status.RUNNING})
+
+    job.refresh_from_db()
+    assert (job.status, job.video.name) == (Status.CANCELLED, "")

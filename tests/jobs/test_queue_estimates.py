@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from jobs import estimates
 from jobs.estimates import cluster_beat, estimated_duration, forget_snapshots
-from jobs.models import QueueSnapshot, Status
-from tests.conftest import FAST_JOB
+from jobs.models import Priority, QueueSnapshot, Status, VideoGenerationJob
+from tests.support.jobs import FAST_JOB
 
 ESTIMATE_FIELDS = ("queue_position", "estimated_start_at", "estimated_completion_at")
 
@@ -115,6 +115,20 @@ def test_work_arriving_from_a_user_who_used_less_stretches_a_wait(api, make_job,
     assert abs(alices_second_job_waits(api, make_job) - 10 / (1 - 30 / 210)) < 0.5
 
 
+def test_a_start_is_the_likeliest_to_be_within_a_quarter_of_the_wait_not_the_mean(api, make_job, history):
+    # As above, but history's three 10 s jobs came over the last 90 s: a
+    # third of the worker, so alice's second job waits 15 s on average. That
+    # mean is no wait that happens: most likely (61%) none of history's next
+    # 10 s jobs comes first and it waits 10 s; one comes in 30% of cases
+    # (20 s). So the estimate is the one within estimates.WITHIN of the 10 s
+    # nearest the mean: 12.5 s.
+    history(10, submitted_ago=90)
+    make_job(user_id="alice", model_name="tiny-random-wan", status=Status.COMPLETED, submitted_at=ago(1000),
+             started_at=ago(900), first_step_at=ago(899), stepped_at=ago(803), completed_at=ago(800), current_step=2)
+
+    assert abs(alices_second_job_waits(api, make_job) - 10 * (1 + estimates.WITHIN)) < 0.5
+
+
 def test_work_arriving_from_a_user_who_used_more_does_not(api, make_job, history):
     # bob (98 s used) and history (30 s) have both used more than alice (none): they go after her.
     history(10)
@@ -210,8 +224,8 @@ def test_polling_a_pending_job_does_not_read_the_queue_again(api, make_job, djan
     waiting = [make_job(user_id=f"user{n}") for n in range(30)]
     standing(api, waiting[0])
 
-    # The job's own row (and the broker-free view around it), never the queue.
-    with django_assert_max_num_queries(1):
+    # The job's own row and whether the deployment stored a newer snapshot, never the queue.
+    with django_assert_max_num_queries(2):
         assert standing(api, waiting[-1])["queue_position"] == 30
 
 
@@ -230,7 +244,8 @@ NOW = datetime(2026, 1, 1, tzinfo=dt_timezone.utc)
 
 
 def starts_after_now(waiting, used, rates, weights=None, workers=1) -> dict[str, float]:
-    """Each waiting job's estimated start, in seconds from now, on idle workers."""
+    """Each waiting job's estimated start, in seconds from now, on idle workers (jobs of normal priority)."""
+    waiting = [(*job, Priority.NORMAL) for job in waiting]
     standing = estimates.play_forward(NOW, waiting, used, weights or {}, [], workers, rates)
     return {job: (start - NOW).total_seconds() for job, (_, start) in standing.items()}
 
@@ -302,6 +317,12 @@ def test_each_wait_is_the_fixed_point_of_its_new_work_solved_for_many_jobs_at_on
         new_work = sum(min(rate * wait, (share - finals[user]) * weights[user])
                        for user, rate in users.items() if finals[user] < share)
         assert wait == pytest.approx(turn + new_work / 2)
+
+
+def test_with_many_new_jobs_expected_the_start_is_the_expected_one():
+    # 20 of 10 s expected to go first, give or take 4.5: a wait of 800 s,
+    # give or take 45 s, so the mean is itself within a quarter of most outcomes.
+    assert estimates.likeliest_waits([600.0], [800.0], new_job=10.0, workers=1) == pytest.approx([800.0])
 
 
 # --- The duration model ---------------------------------------------------------------
@@ -545,7 +566,7 @@ def test_each_queue_has_its_own_stored_snapshot(api, make_job, builds, settings)
     another_process()
 
     assert standing(api, tiny)["queue_position"] == 1 and standing(api, wan)["queue_position"] == 1
-    assert sorted(QueueSnapshot.objects.values_list("queue", flat=True)) == ["", "wan"]
+    assert sorted(QueueSnapshot.objects.values_list("queue", flat=True)) == [estimates.snapshot_key(None), estimates.snapshot_key("wan")]
     assert sorted(builds, key=str) == [None, "wan"]
 
 
@@ -565,10 +586,10 @@ def test_an_older_snapshot_does_not_replace_a_newer_stored_one(db):
     older = estimates.Snapshot(newer.taken_at - timedelta(seconds=1), time.monotonic(), standing={})
 
     for snapshot in (newer, older):
-        assert estimates._claim_build("", timezone.now())
-        estimates._store("", snapshot)
+        assert estimates._claim_build(estimates.snapshot_key(None), timezone.now())
+        estimates._store(estimates.snapshot_key(None), snapshot)
 
-    stored = QueueSnapshot.objects.get(queue="")
+    stored = QueueSnapshot.objects.get(queue=estimates.snapshot_key(None))
     assert stored.taken_at == newer.taken_at and stored.building_until is None
     assert estimates.decode_standing(stored.standing) == newer.standing
 
@@ -576,7 +597,7 @@ def test_an_older_snapshot_does_not_replace_a_newer_stored_one(db):
 def another_process_is_building(standing=None, taken_at=None) -> None:
     """The queue's row as while another process builds: its claim for BUILD_LEASE, and what it stored before."""
     snapshot = estimates.Snapshot(taken_at or ago(600), 0.0, standing=standing or {})
-    QueueSnapshot.objects.create(queue="", taken_at=snapshot.taken_at, build_seconds=0.1,
+    QueueSnapshot.objects.create(queue=estimates.snapshot_key(None), taken_at=snapshot.taken_at, build_seconds=0.1,
                                  standing=estimates.encode_standing(snapshot.standing),
                                  building_until=timezone.now() + timedelta(seconds=estimates.BUILD_LEASE))
 
@@ -606,7 +627,7 @@ def test_a_claim_past_its_lease_is_taken_over(db, builds):
     snapshot = estimates._fresh_snapshot(None, ago(1), wait=True)
 
     assert builds == [None]
-    stored = QueueSnapshot.objects.get(queue="")
+    stored = QueueSnapshot.objects.get(queue=estimates.snapshot_key(None))
     assert (stored.taken_at, stored.building_until) == (snapshot.taken_at, None)
 
 
@@ -629,7 +650,7 @@ def test_a_first_snapshot_does_not_wait_for_another_process(db, make_job, builds
     newer = make_job()
     assert estimates._fresh_snapshot(None, ago(1), wait=False).standing.keys() == {job.id, newer.id}
     assert builds == [None]
-    assert QueueSnapshot.objects.get(queue="").building_until > timezone.now()
+    assert QueueSnapshot.objects.get(queue=estimates.snapshot_key(None)).building_until > timezone.now()
 
 
 def test_a_build_that_fails_ends_its_claim(db, monkeypatch):
@@ -640,5 +661,27 @@ def test_a_build_that_fails_ends_its_claim(db, monkeypatch):
 
     with pytest.raises(DatabaseError):
         estimates._fresh_snapshot(None, ago(1), wait=True)
-    assert QueueSnapshot.objects.get(queue="").building_until is None
+    assert QueueSnapshot.objects.get(queue=estimates.snapshot_key(None)).building_until is None
 
+
+
+def test_a_newcomer_who_goes_first_does_not_push_a_shown_job_back(api, make_job):
+    alice = [make_job(user_id="alice", submitted_at=ago(20 - n)) for n in range(3)]
+    assert standing(api, alice[-1])["queue_position"] == 3
+    newcomer = make_job(user_id="bob")  # used less worker time: fair share lets it go first
+
+    assert standing(api, newcomer)["queue_position"] in (1, 2, 3)
+    assert standing(api, alice[-1])["queue_position"] == 3
+
+
+def test_every_process_answers_from_the_newest_stored_snapshot(api, make_job):
+    first, second = make_job(submitted_at=ago(10)), make_job(submitted_at=ago(5))
+    assert standing(api, second)["queue_position"] == 2
+    mine = estimates._snapshots[None]
+    VideoGenerationJob.objects.filter(pk=first.pk).update(status=Status.RUNNING)
+    QueueSnapshot.objects.update(taken_at=ago(estimates.SNAPSHOT_TTL + 1))
+    another_process()
+    assert standing(api, second)["queue_position"] == 1  # that process built and stored a newer one
+    estimates._snapshots[None] = mine  # this process's, older but not past its age
+
+    assert standing(api, second)["queue_position"] == 1

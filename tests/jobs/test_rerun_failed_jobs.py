@@ -14,7 +14,7 @@ from django_q.models import OrmQ
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
 from jobs.operations import jobs_rerun
-from tests.cluster import test_database_url
+from tests.support.cluster import test_database_url
 
 
 def at(moment: str) -> datetime.datetime:

@@ -98,20 +98,31 @@ def test_a_download_after_expiry_is_a_410_that_says_it_expired(retention, api, m
     assert body["expired_at"] is not None and body["expires_at"] == body["expired_at"]
 
 
+def test_a_410s_expired_at_is_written_as_get_job_writes_it(retention, api, make_completed_job):
+    job = finished_ago(make_completed_job, timedelta(days=DAYS + 1), timezone.now())
+    expire_outputs()
+
+    refused = api.get(f"/api/v1/download/{job.id}?user_id=alice").json()
+    shown = api.get(f"/api/v1/job/{job.id}?user_id=alice").json()
+
+    assert refused["expired_at"] == shown["expired_at"]
+    assert refused["expired_at"].endswith("Z")
+
+
 def test_the_command_lists_without_changing_anything_on_a_dry_run(retention, make_completed_job, media_root):
     job = finished_ago(make_completed_job, timedelta(days=DAYS + 1), timezone.now())
     out = StringIO()
 
     call_command("expire_outputs", "--dry-run", stdout=out)
 
-    assert str(job.id) in out.getvalue() and "would expire 1 job(s)" in out.getvalue()
+    assert str(job.id) in out.getvalue() and "would expire 1 job finished" in out.getvalue()
     job.refresh_from_db()
     assert job.expired_at is None and (media_root / job.video.name).exists()
 
     call_command("expire_outputs", stdout=out)
     job.refresh_from_db()
     assert job.expired_at is not None and not (media_root / "videos" / f"{job.id}.mp4").exists()
-    assert "expired 1 job(s)" in out.getvalue()
+    assert "expired 1 job finished" in out.getvalue()
 
 
 def test_the_command_refuses_to_run_without_retention():

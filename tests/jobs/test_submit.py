@@ -1,18 +1,24 @@
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
 from django_q.models import OrmQ
 
 from generation.params import GenerationParams
+from jobs.middleware import body_limit
 from jobs.lifecycle import job_create
 from jobs.models import Status, VideoGenerationJob
-from tests.conftest import FAST_JOB
+from tests.support.jobs import FAST_JOB
 
 PARAMS = {"prompt": "a cat", "negative_prompt": "", "model_name": "tiny-random", "guidance_scale": 4.5, "seed": 1,
           **FAST_JOB}
 
+ROOT = Path(__file__).resolve().parents[2]
 SEED_EXAMPLE = {"user_id": "user123", "prompt": "A beautiful sunset over mountains", "fps": 24}
 
 
@@ -28,6 +34,28 @@ def test_the_seed_example_is_accepted_and_answers_the_original_shape(submit):
     job = VideoGenerationJob.objects.get(pk=body["job_id"])
     assert response["Location"].endswith(f"/api/v1/job/{job.id}")
     assert (job.user_id, job.prompt, job.fps, job.status) == ("user123", SEED_EXAMPLE["prompt"], 24, Status.PENDING)
+
+
+@pytest.mark.parametrize("trusted, scheme", [(False, "http"), (True, "https")])
+def test_links_say_https_behind_a_tls_proxy_only_when_its_forwarded_proto_is_trusted(submit, settings, trusted,
+                                                                                      scheme):
+    # As settings.py sets it from VIDEOGEN_TRUST_X_FORWARDED_PROTO (tested below).
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if trusted else None
+    settings.ALLOWED_HOSTS = ["videos.example.com"]
+
+    response = submit(SEED_EXAMPLE, HTTP_HOST="videos.example.com", HTTP_X_FORWARDED_PROTO="https")
+
+    assert response["Location"].startswith(f"{scheme}://videos.example.com/api/v1/job/")
+
+
+@pytest.mark.parametrize("value, header", [("true", "('HTTP_X_FORWARDED_PROTO', 'https')"), ("false", "None")])
+def test_the_forwarded_proto_is_trusted_only_when_the_environment_says_so(value, header):
+    code = "from django.conf import settings; settings.configure(); " \
+           "import videogen.settings as s; print(getattr(s, 'SECURE_PROXY_SSL_HEADER', None))"
+    env = {**os.environ, "VIDEOGEN_TRUST_X_FORWARDED_PROTO": value}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == header
 
 
 def test_it_queues_one_task_once_the_row_is_committed(submit):
@@ -258,7 +286,7 @@ def test_a_form_body_is_a_json_415(api, db):
 
 
 def test_an_oversized_body_is_a_json_413_and_creates_nothing(api, db, settings):
-    body = json.dumps({**SEED_EXAMPLE, "prompt": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)})
+    body = json.dumps({**SEED_EXAMPLE, "prompt": "x" * (body_limit("/api/v1/generate") + 1)})
 
     response = api.post("/api/v1/generate", body, content_type="application/json")
 

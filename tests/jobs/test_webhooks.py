@@ -1,6 +1,6 @@
 """
 Webhook submit validation, event recording, signing and delivery against a
-real HTTP receiver on 127.0.0.1 (tests/receiver.py), which verifies every
+real HTTP receiver on 127.0.0.1 (tests/support/receiver.py), which verifies every
 signature with the standardwebhooks package. Delivery runs in this process
 here; tests/test_webhook_cluster.py runs it in a real webhook cluster.
 """
@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import socket
+import time
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 from jobs import webhooks
 from jobs.models import Status, WebhookEvent
 from jobs.lifecycle import job_cancel
-from tests.receiver import SECRET, event_types, running_receiver
+from tests.support.receiver import SECRET, event_types, running_receiver, self_signed, tls_context
 
 SUBMIT = {"user_id": "alice", "prompt": "a cat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2}
 
@@ -111,6 +112,16 @@ def test_unknown_events_and_events_without_a_url_are_refused(api, receiver):
 
 
 @pytest.mark.django_db
+def test_a_bad_item_of_a_list_field_is_a_message_naming_the_item_in_the_documented_shape(api, receiver):
+    # DRF reports a list's items as {"0": [...]}; the schema says every field's errors are a list of strings.
+    response = submit(api, webhook_url=receiver.url + "/ok", webhook_events=["completed", "done"])
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"webhook_events": ['item 1: "done" is not a valid choice.']}
+    assert 'webhook_events: item 1: "done" is not a valid choice.' in response.json()["detail"]
+
+
+@pytest.mark.django_db
 def test_without_a_secret_the_server_refuses_webhooks(api, receiver, settings):
     settings.VIDEOGEN_WEBHOOK_SECRET = ""
     response = submit(api, webhook_url=receiver.url + "/ok")
@@ -194,14 +205,18 @@ def test_the_signature_matches_the_spec_test_vector(settings):
 @pytest.mark.django_db(transaction=True)
 def test_a_delivery_is_signed_and_recorded(make_job, receiver):
     event = event_for(make_job, receiver, "/ok")
+    started = time.monotonic()
     assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
+    elapsed_ms = (time.monotonic() - started) * 1000
     received = receiver.wait_for(1)
     assert not receiver.rejected
     assert event_types(received) == ["job.completed"]
     assert received[0].headers["webhook-id"] == event.id
     assert received[0].body["data"]["status"] == "completed"
+    assert received[0].raw.decode() == event.payload  # the recorded body is the one signed and sent
     attempt = event.attempt_log.get()
-    assert attempt.status_code == 200 and attempt.latency_ms >= 0
+    # The attempt's own time: within the delivery that made it.
+    assert attempt.status_code == 200 and attempt.latency_ms <= elapsed_ms
     assert len(attempt.response_body) == webhooks.BODY_KEPT  # the first 1 KB of a longer body
 
 
@@ -312,3 +327,118 @@ def test_resend_sends_an_event_again(make_job, receiver):
     assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
     assert len(receiver.wait_for(2)) == 2
     assert event.attempt_log.count() == 2
+
+
+# --- HTTPS: a real TLS receiver with a test CA (trustme) --------------------------------
+
+TLS_HOST = "receiver.videogen.test"
+
+
+@pytest.fixture
+def resolved_here(monkeypatch) -> list[str]:
+    """TLS_HOST resolves to 127.0.0.1 (no DNS has it); the names looked up, in order."""
+    real, looked_up = socket.getaddrinfo, []
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        return real("127.0.0.1" if host == TLS_HOST else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+@pytest.fixture
+def test_ca(settings, tmp_path):
+    """A test CA, trusted through VIDEOGEN_WEBHOOK_CA_BUNDLE; the receiver's host may resolve to loopback."""
+    import trustme
+
+    ca = trustme.CA()
+    bundle = tmp_path / "ca-bundle.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    settings.VIDEOGEN_WEBHOOK_CA_BUNDLE = str(bundle)
+    settings.VIDEOGEN_WEBHOOK_ALLOWED_HOSTS = [TLS_HOST]
+    settings.VIDEOGEN_WEBHOOK_RETRY_BASE = 3600  # a retry is left to the sweep
+    return ca
+
+
+def https_receiver(tmp_path, chain: bytes, key: bytes):
+    return running_receiver(slow_seconds=5, tls=tls_context(chain, key, tmp_path), host=TLS_HOST)
+
+
+def issued(ca, *hosts: str, **validity) -> tuple[bytes, bytes]:
+    leaf = ca.issue_cert(*hosts, **validity)
+    return b"".join(blob.bytes() for blob in leaf.cert_chain_pems), leaf.private_key_pem.bytes()
+
+
+def https_event(make_job, receiver) -> WebhookEvent:
+    return event_for(make_job, receiver, "/ok")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_https_delivery_goes_to_the_resolved_address_with_the_certificate_checked_against_the_host_name(
+    make_job, test_ca, resolved_here, tmp_path
+):
+    with https_receiver(tmp_path, *issued(test_ca, TLS_HOST)) as receiver:
+        event = https_event(make_job, receiver)
+        resolved_here.clear()
+
+        assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
+
+        [received] = receiver.wait_for(1)
+        assert received.headers["webhook-id"] == event.id and not receiver.rejected
+        # The host name was looked up once; the connection went to the address it gave
+        # (create_connection "looks up" the literal), and TLS asked for the host name.
+        assert resolved_here == [TLS_HOST, "127.0.0.1"]
+        assert receiver.server_names == [TLS_HOST]
+    assert event.attempt_log.get().status_code == 200
+
+
+@pytest.mark.parametrize(
+    "certificate, reason",
+    [
+        ("for another host name", "Hostname mismatch"),
+        ("expired", "certificate has expired"),
+        ("self-signed", "self-signed certificate"),
+        ("from a CA not in the bundle", "unable to get local issuer certificate"),
+    ],
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_certificate_that_does_not_verify_sends_nothing_and_is_retried(
+    certificate, reason, make_job, test_ca, resolved_here, tmp_path
+):
+    import trustme
+
+    now = datetime.now(dt_timezone.utc)
+    chain, key = {
+        "for another host name": lambda: issued(test_ca, "elsewhere.videogen.test"),
+        "expired": lambda: issued(test_ca, TLS_HOST, not_before=now - timedelta(days=2), not_after=now - timedelta(days=1)),
+        "self-signed": lambda: self_signed(TLS_HOST),
+        "from a CA not in the bundle": lambda: issued(trustme.CA(), TLS_HOST),
+    }[certificate]()
+    with https_receiver(tmp_path, chain, key) as receiver:
+        event = https_event(make_job, receiver)
+
+        assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+
+        attempt = event.attempt_log.get()
+        assert attempt.status_code is None and "certificate verify failed" in attempt.error, attempt.error
+        assert reason in attempt.error, attempt.error
+        # The TLS handshake failed: no request reached the receiver.
+        assert receiver.attempts == {} and receiver.deliveries == []
+        assert receiver.server_names == [TLS_HOST]
+    event.refresh_from_db()
+    assert event.next_attempt_at > attempt.attempted_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_ca_bundle_the_test_cas_certificate_is_not_trusted(
+    make_job, test_ca, resolved_here, tmp_path, settings
+):
+    settings.VIDEOGEN_WEBHOOK_CA_BUNDLE = ""
+    with https_receiver(tmp_path, *issued(test_ca, TLS_HOST)) as receiver:
+        event = https_event(make_job, receiver)
+
+        assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+
+        assert "unable to get local issuer certificate" in event.attempt_log.get().error
+        assert receiver.deliveries == []

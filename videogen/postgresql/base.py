@@ -13,10 +13,9 @@ always has.
 
 prepared_cursor(): a cursor whose statements PostgreSQL parses and plans
 once per connection, for the few statements the hot paths run over and
-over (jobs.models.CompiledOnce: a status poll's read, a submit's INSERT).
+over (jobs.compiled.CompiledOnce: a status poll's read, a submit's INSERT).
 Parsing and planning them each time cost the database more than running
-them: a poll's read took 143 µs of the server's CPU, 67 prepared, against
-33 for `SELECT 1` (bench/statements.py). Django's own cursors still bind
+them (bench/statements.py, bench/RESULTS.md). Django's own cursors still bind
 parameters on the client, which never prepares anything. With the option
 `prepare_threshold` at None (VIDEOGEN_DB_PREPARED_STATEMENTS=false, for a
 pooler that cannot carry prepared statements across its server

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import uuid
 from time import sleep
@@ -31,12 +32,12 @@ from django.db import connection
 from django_q.cluster import Cluster, Sentinel, get_mp_context
 from django_q.management.commands.qcluster import Command as DjangoQClusterCommand
 
-from generation.devices import slot_directory, slot_holders
+from generation.devices import held_slots, slot_directory
 from generation.worker import SHUTDOWN_SIGNAL, worker_queue
 from jobs.estimates import cluster_beat, cluster_gone
 from jobs.models import Status, VideoGenerationJob
-from jobs.metrics import record_worker_host
 from jobs.recovery import job_hand_back, parse_worker_name, reap_lost_jobs
+from jobs.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,10 @@ class GracefulCluster(Cluster):
         # As django-q2's Cluster.start, with our sentinel.
         self.stop_event = get_mp_context().Event()
         self.start_event = get_mp_context().Event()
+        if self.stopping:
+            # A signal came before there was an event to set (sig_handler):
+            # the sentinel starts, guards once and stops.
+            self.stop_event.set()
         self.sentinel = get_mp_context().Process(
             target=GracefulSentinel,
             name=f"Process-{uuid.uuid4().hex}",
@@ -107,12 +112,20 @@ class GracefulCluster(Cluster):
             # is bounded already.
             return
         self.stopping = True
+        if self.start_event is None or not self.start_event.is_set():
+            # Still starting (Ctrl-C right after `make run`): django-q2's
+            # stop() would find no sentinel alive yet and do nothing, and the
+            # cluster would then run on. The stop event instead makes the
+            # sentinel stop as soon as it has started; nothing runs a job yet.
+            if self.stop_event is not None:
+                self.stop_event.set()
+            return
         if self.sentinel is not None:
             busy = self.workers_running_jobs()
             for pid in busy:
                 os.kill(pid, SHUTDOWN_SIGNAL)
             if busy:
-                logger.info("asked %d busy worker(s) to hand their jobs back", len(busy))
+                logger.info("asked %s to hand their jobs back", plural(len(busy), "busy worker"))
                 timer = threading.Timer(settings.VIDEOGEN_SHUTDOWN_TIMEOUT, self.stop_stragglers, args=(busy,))
                 timer.daemon = True
                 timer.start()
@@ -162,27 +175,17 @@ class Reaper(threading.Thread):
     def __init__(self, interval: float, cluster=None):
         super().__init__(name="videogen reaper", daemon=True)
         self.interval = interval
-        # Its workers (the sentinel's children holding a slot) are counted at
-        # each reap, for the metrics' videogen_workers_alive.
+        # Its workers (the sentinel's children holding a slot) are listed at
+        # each beat, for the metrics' videogen_workers_alive and the Fleet page.
         self.worker_pids = cluster.worker_pids if cluster else None
         self.slots = (lambda: slot_directory(cluster.sentinel.pid)) if cluster else None
         self.stopped = threading.Event()
 
-    def record_workers(self, stopping: bool = False) -> None:
-        if self.worker_pids is None:
-            return
-        try:
-            record_worker_host(None if stopping else len(set(self.worker_pids()) & slot_holders(self.slots())))
-        except Exception:
-            logger.warning("could not record this host's workers", exc_info=True)
-
     def run(self) -> None:
         # Several hosts' reapers may run at once: recovery is a conditional update, so one wins.
         self.beat()
-        self.record_workers()
         while not self.stopped.wait(self.interval):
             self.beat()
-            self.record_workers()
             try:
                 counts = reap_lost_jobs()
             except Exception:
@@ -197,13 +200,23 @@ class Reaper(threading.Thread):
             cluster_gone(cluster_beat_name())
         except Exception:
             logger.warning("could not remove this cluster's beat", exc_info=True)
-        self.record_workers(stopping=True)
         connection.close()
 
+    def processes(self) -> list[dict]:
+        """This cluster's live worker processes, each holding a slot, by slot."""
+        alive = set(self.worker_pids())
+        held = sorted((slot, pid) for slot, pid in held_slots(self.slots()).items() if pid in alive)
+        return [{"pid": pid, "slot": slot, "device": settings.VIDEOGEN_SLOT_DEVICES[slot]}
+                for slot, pid in held if slot < len(settings.VIDEOGEN_SLOT_DEVICES)]
+
     def beat(self) -> None:
-        """This cluster's workers, for the estimates' count of live workers (jobs/estimates.py)."""
+        """
+        This cluster's one liveness record (ClusterBeat): its worker processes,
+        for the estimates, /metrics and the admin's Fleet page.
+        """
         try:
-            cluster_beat(cluster_beat_name(), worker_queue(), settings.VIDEOGEN_WORKERS)
+            processes = self.processes() if self.worker_pids is not None else []
+            cluster_beat(cluster_beat_name(), worker_queue(), settings.VIDEOGEN_WORKERS, processes)
         except Exception:
             logger.warning("could not record this cluster's beat", exc_info=True)
             connection.close()
@@ -233,3 +246,16 @@ class Command(DjangoQClusterCommand):
         reaper.stopped.set()
         # Let it take this cluster's workers off the metrics (a reap in progress takes milliseconds).
         reaper.join(5)
+        leave_now()
+
+
+def leave_now() -> None:
+    """
+    Exit without the interpreter's teardown of a Django process, which took
+    0.7-5 s of CPU on a busy 2-core box, while Ctrl-C on `make run` waited
+    (bench/RESULTS.md, make run stops). Everything is stopped and written by now.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

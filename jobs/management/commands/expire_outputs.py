@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.retention import expire_outputs
+from jobs.text import plural
 
 
 class Command(BaseCommand):
@@ -22,5 +23,5 @@ class Command(BaseCommand):
             self.stdout.write(f"{job.id}  {job.user_id}  {job.status}  finished {job.completed_at:%Y-%m-%d %H:%M}")
         verb = "would expire" if dry_run else "expired"
         self.stdout.write(
-            f"{verb} {len(jobs)} job(s) finished more than {settings.VIDEOGEN_RETENTION_DAYS} days ago."
+            f"{verb} {plural(len(jobs), 'job')} finished more than {settings.VIDEOGEN_RETENTION_DAYS} days ago."
         )

@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.models import ErrorCode, VideoGenerationJob
 from jobs.operations import failed_job_list, jobs_rerun
+from jobs.text import plural
 
 # Jobs listed in full before the re-run; the rest are counted (-v 2 lists all).
 LIST_LIMIT = 50
@@ -204,7 +205,3 @@ def end_of(moment: datetime.date | datetime.datetime) -> datetime.datetime:
     if isinstance(moment, datetime.datetime):
         return moment
     return start_of(moment + datetime.timedelta(days=1))
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

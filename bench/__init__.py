@@ -1,0 +1,1 @@
+"""Benchmarks: bench/README.md lists them; bench/common.py is what they share."""

@@ -1,0 +1,3 @@
+from videogen_client.cli import main
+
+raise SystemExit(main())

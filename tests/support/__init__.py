@@ -1,0 +1,1 @@
+"""What the tests share: processes, servers, receivers, decoders and the jobs they make."""

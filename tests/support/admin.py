@@ -1,0 +1,3 @@
+"""The admin as the tests visit it."""
+
+CHANGELIST = "/admin/jobs/videogenerationjob/"
