@@ -7,5 +7,5 @@ class JobsConfig(AppConfig):
     verbose_name = "Video generation jobs"
 
     def ready(self) -> None:
-        # Connects the publisher of job changes to job_changed (jobs.signals).
-        from jobs import events  # noqa: F401
+        # The modules that act on a job's changes listen to jobs.signals.
+        from jobs import events, metrics, webhooks  # noqa: F401

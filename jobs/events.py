@@ -3,8 +3,8 @@ The job event stream (GET /job/{id}/events) and `Prefer: wait`: how a job's
 changes reach the processes that serve watchers (docs/events.md).
 
 Publishing: the process that changes a job announces its id once, where the
-change is written (the job_changed signal, sent by transition() and
-set_progress()): Redis pub/sub when REDIS_URL is set, else PostgreSQL's
+change is written (the job_status_changed and job_progressed signals, sent
+by transition() and set_progress()): Redis pub/sub when REDIS_URL is set, else PostgreSQL's
 NOTIFY, in the same transaction. The SQLite default has neither: each web
 process then reads its watched jobs once a second instead.
 
@@ -37,7 +37,7 @@ from django.dispatch import receiver
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
 from jobs.representation import JOB_STATUS_FIELDS, job_representation
-from jobs.signals import job_changed
+from jobs.signals import job_progressed, job_status_changed
 from videogen import handoff
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,17 @@ def _redis_client():
         return _redis
 
 
-@receiver(job_changed, dispatch_uid="jobs.events.publish")
-def publish(sender, *, job_id: uuid.UUID, status: str | None, **kwargs) -> None:
+@receiver(job_status_changed, dispatch_uid="jobs.events.status_changed")
+def _status_changed(sender, *, job, status: str, **kwargs) -> None:
+    publish(job.pk, status)
+
+
+@receiver(job_progressed, dispatch_uid="jobs.events.progressed")
+def _progressed(sender, *, job_id: uuid.UUID, **kwargs) -> None:
+    publish(job_id, None)
+
+
+def publish(job_id: uuid.UUID, status: str | None) -> None:
     """Announce a change of the job; a failure is logged, never the writer's: the safety read catches up."""
     payload = f"{job_id} {status or ''}".rstrip()
     try:

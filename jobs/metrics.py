@@ -25,10 +25,12 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
+from django.dispatch import receiver
 from django.utils import timezone
 
 from jobs.deployment import served_models
 from jobs.models import ACTIVE, FINISHED, ClusterBeat, MetricSeries, Status, VideoGenerationJob, WorkerGpu
+from jobs.signals import job_status_changed
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +186,17 @@ def record_submitted(model: str) -> None:
     submit_counts.add(model)
 
 
-def record_transition(job, to: str) -> None:
-    """Called by VideoGenerationJob.transition() after the job moved to `to`."""
+@receiver(job_status_changed, dispatch_uid="jobs.metrics.status_changed")
+def _status_changed(sender, *, job, status: str, **kwargs) -> None:
+    rows = transition_rows(job, status)
+    if rows:
+        # Counted once the change commits, by a statement of its own: no
+        # savepoint inside the change's transaction, and none for a rollback.
+        transaction.on_commit(lambda: _add(rows))
+
+
+def transition_rows(job, to: str) -> list[tuple[str, str, float]]:
+    """The series a job's move to `to` adds to, read from the job as written."""
     rows = []
     if to == Status.RUNNING and job.started_at and job.submitted_at:
         wait = (job.started_at - job.submitted_at).total_seconds()
@@ -199,8 +210,7 @@ def record_transition(job, to: str) -> None:
         if job.started_at and job.completed_at:
             duration = (job.completed_at - job.started_at).total_seconds()
             rows += _histogram("videogen_job_duration_seconds", DURATION_BUCKETS, duration, model=job.model_name)
-    if rows:
-        _add(rows)
+    return rows
 
 
 def record_gpu_memory(worker: str, device: str) -> None:

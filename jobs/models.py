@@ -16,7 +16,7 @@ from django.utils import timezone
 from generation.params import FIRST_LAST_FRAME, IMAGE_TO_VIDEO, TEXT_TO_VIDEO, GenerationParams
 from jobs.compiled import CompiledInsert, CompiledQuery
 from jobs.outbound import MAX_URL_LENGTH
-from jobs.signals import job_changed
+from jobs.signals import job_progressed, job_status_changed
 
 
 # The longest user_id a job or an API key takes, wherever one is given.
@@ -319,28 +319,26 @@ class VideoGenerationJob(models.Model):
             updated = rows.update(status=to, status_log=Concat(F("status_log"), Value(f",{Status(to).value}")), **fields)
             if updated != 1:
                 return False
-            job_changed.send(type(self), job_id=self.pk, status=to)
-            # In the same transaction: a state change whose event is lost
-            # cannot commit, nor an event for a change that did not.
-            # webhook_url is set at submit and never changes: a job loaded
-            # without one needs no look-up (most jobs, every state change).
-            if to in WEBHOOK_STATUSES and ("webhook_url" in self.get_deferred_fields() or self.webhook_url):
-                # Late, as below: jobs.webhooks and jobs.metrics import this module.
-                from jobs.webhooks import record_event
-
-                record_event(self.pk, to)
-        self.status = to
-        expressions = []
-        for name, value in fields.items():
-            if hasattr(value, "resolve_expression"):
-                expressions.append(name)
-            else:
-                setattr(self, name, value)
-        if expressions:
-            self.refresh_from_db(fields=expressions)
-        from jobs.metrics import record_transition
-
-        record_transition(self, to)
+            before = self.__dict__.copy()
+            try:
+                self.status = to
+                expressions = []
+                for name, value in fields.items():
+                    if hasattr(value, "resolve_expression"):
+                        expressions.append(name)
+                    else:
+                        setattr(self, name, value)
+                if expressions:
+                    self.refresh_from_db(fields=expressions)
+                # Announced inside the transaction (the event stream, webhooks,
+                # metrics listen): a change whose webhook event is lost cannot
+                # commit, nor an event for a change that did not.
+                job_status_changed.send(type(self), job=self, status=to)
+            except BaseException:
+                # Rolled back: this instance is as it was, like the row.
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                raise
         return True
 
     # What a run starts without, whether claimed (start) or sent back to
@@ -477,7 +475,7 @@ class VideoGenerationJob(models.Model):
             == 1
         )
         if still_running:
-            job_changed.send(type(self), job_id=self.pk, status=None)
+            job_progressed.send(type(self), job_id=self.pk)
             self.progress = progress
             for name, value in fields.items():
                 setattr(self, name, value)

@@ -3,8 +3,8 @@ Webhooks: a job's state changes, sent to its webhook_url as Standard
 Webhooks (https://www.standardwebhooks.com/) signed with
 VIDEOGEN_WEBHOOK_SECRET.
 
-The state change records a WebhookEvent in its own transaction
-(VideoGenerationJob.transition); a django-q2 task on the webhook queue
+The state change records a WebhookEvent in its own transaction (a
+receiver of job_status_changed, which VideoGenerationJob.transition sends); a django-q2 task on the webhook queue
 (VIDEOGEN_WEBHOOK_QUEUE, its own cluster) sends it, so no generation waits on
 a receiver. Each attempt is stored. Timeouts, connection errors, 5xx and 429
 are retried with exponential backoff and jitter for VIDEOGEN_WEBHOOK_RETRY_HOURS;
@@ -37,12 +37,14 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
+from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
-from jobs.models import VideoGenerationJob, WebhookAttempt, WebhookEvent
+from jobs.models import WEBHOOK_STATUSES, VideoGenerationJob, WebhookAttempt, WebhookEvent
 from jobs.outbound import RefusedURL, check_public_url, connect_checked
 from jobs.representation import JOB_STATUS_FIELDS, job_representation
+from jobs.signals import job_status_changed
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -191,11 +193,19 @@ def event_payload(job: VideoGenerationJob, event_type: str, at: datetime) -> str
     return json.dumps(body, cls=JSONEncoder, separators=(",", ":"))
 
 
+@receiver(job_status_changed, dispatch_uid="jobs.webhooks.status_changed")
+def _status_changed(sender, *, job: VideoGenerationJob, status: str, **kwargs) -> None:
+    # webhook_url is set at submit and never changes: a job loaded without
+    # one needs no look-up (most jobs, every state change).
+    if status in WEBHOOK_STATUSES and ("webhook_url" in job.get_deferred_fields() or job.webhook_url):
+        record_event(job.pk, status)
+
+
 def record_event(job_id, status: str) -> WebhookEvent | None:
     """
-    Called by transition() inside its transaction, after the UPDATE: the
-    event for the job's new status, when its webhook asks for it, and its
-    delivery queued once that commits.
+    Inside transition()'s transaction, after the UPDATE: the event for the
+    job's new status, when its webhook asks for it, and its delivery queued
+    once that commits.
     """
     job = VideoGenerationJob.objects.filter(pk=job_id).exclude(webhook_url="").first()
     if job is None or status not in job.webhook_events:
