@@ -76,7 +76,7 @@ def _build_urls() -> None:
         [
             path("admin/", admin.site.urls),
             path("stock/", stock_site.urls),
-            path("api/v1/", include("jobs.urls")),
+            path("api/v1/", include("jobs.api.urls")),
         ]
     )
 

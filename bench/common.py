@@ -97,7 +97,7 @@ JOB = {"fps": 8, "num_frames": 9, "width": 128, "height": 128, "num_inference_st
 def submit(user_id: str, priority=None, **fields):
     """A job submitted as the API submits it (job_create: the row, then the enqueue), JOB's unless fields say."""
     from generation.params import GenerationParams
-    from jobs.lifecycle import job_create
+    from jobs.services.lifecycle import job_create
     from jobs.models import Priority
 
     params = GenerationParams(prompt="a fox in the snow", negative_prompt="", seed=None, model_name="tiny-random",
@@ -107,7 +107,7 @@ def submit(user_id: str, priority=None, **fields):
 
 
 def clear_jobs() -> None:
-    from jobs.estimates import forget_snapshots
+    from jobs.scheduling.estimates import forget_snapshots
     from jobs.models import VideoGenerationJob
 
     VideoGenerationJob.objects.all().delete()

@@ -2,7 +2,7 @@
 The estimated start's error, from a model of bench/fairness.py's eta
 scenario: users submit at random (Poisson) to workers that claim by the
 fair policy, simulated in this process; at each submit the job's start is
-estimated by the service's own code (jobs.estimates.play_forward) from
+estimated by the service's own code (jobs.scheduling.estimates.play_forward) from
 what the service would know then. Thousands of jobs in seconds and the
 same jobs for every estimator, so estimators can be compared without a
 real run's noise (bench/fairness.py --parts eta measures the service).
@@ -53,9 +53,9 @@ from bench.common import setup_django  # noqa: E402
 
 setup_django(data_dir=None, quiet=True)
 
-from jobs import estimates  # noqa: E402
+from jobs.scheduling import estimates  # noqa: E402
 from jobs.models import Priority  # noqa: E402
-from jobs.queue import fair_key  # noqa: E402
+from jobs.scheduling.queue import fair_key  # noqa: E402
 
 STEPS = (4, 8, 12)
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -69,7 +69,7 @@ def mean_duration(steps: int) -> float:
 
 def fair_choice(users: list[str], used: dict[str, float]) -> int:
     """
-    Which waiting job the fair policy runs next (jobs.queue, weights all 1),
+    Which waiting job the fair policy runs next (jobs.scheduling.queue, weights all 1),
     given each job's user in submission order: the oldest job of the user
     who used least, ties to the oldest.
     """

@@ -3,7 +3,7 @@ Replays a bench/fairness.py --parts eta run from its --eta-csv: at each
 submit, the queue as the service saw it (the waiting jobs, the running one,
 each user's worker time, their rates of new work, the history of durations)
 is rebuilt from the recorded times and each job's start estimated again
-with jobs.estimates.play_forward, both as the expected start (the catch-up)
+with jobs.scheduling.estimates.play_forward, both as the expected start (the catch-up)
 and as the likeliest one. The same arrivals and real run times for both, so
 two estimators can be compared on one real run without a second run's noise
 (a shared box moves a run by tens of percent). "recorded" is what the run's
@@ -30,7 +30,7 @@ setup_django(data_dir=None, quiet=True)
 
 from django.conf import settings  # noqa: E402
 
-from jobs import estimates  # noqa: E402
+from jobs.scheduling import estimates  # noqa: E402
 from jobs.models import Priority  # noqa: E402
 
 

@@ -106,7 +106,7 @@ def rss_kib(group: int) -> int:
 
 
 def measure(args, port: int, group: int, jobs: list, poll_path: str) -> None:
-    from jobs.events import EPOCH, STEP
+    from jobs.api.events import EPOCH, STEP
 
     def rate() -> float:
         return python_load(port, poll_path, {}, args.connections, args.duration)["rps"]

@@ -17,7 +17,7 @@ Parts:
 - eta: one worker; 3 users submit at random (Poisson, about 80% load) for
   --eta-seconds. Each job's estimated_start_at is read as GET /job answers
   it right after submit, from a snapshot that holds the job (built inline
-  here, estimates.REBUILD_INLINE; in service a poll gets it from the
+  here, tests/support/estimates.py; in service a poll gets it from the
   background rebuild within about a second); error = |estimated - actual
   start| / actual wait, for jobs that waited at least 1 s (goal: median
   <= 25%). Also: the errors of jobs that a later-submitted job overtook
@@ -89,9 +89,9 @@ def fifo_order(queue, now):
     """The baseline: every user's jobs in one line, oldest first."""
     from django.db.models import Min
 
-    from jobs.queue import pending_for
+    from jobs.scheduling.queue import pending_for
 
-    # (priority, user_id) pairs, as jobs.queue.users_in_claim_order gives them; every job here is normal.
+    # (priority, user_id) pairs, as jobs.scheduling.queue.users_in_claim_order gives them; every job here is normal.
     rows = pending_for(queue).order_by().values_list("priority", "user_id").annotate(oldest=Min("submitted_at"))
     oldest = {(priority, user_id): at for priority, user_id, at in rows}
     return sorted(oldest, key=oldest.get)
@@ -100,9 +100,9 @@ def fifo_order(queue, now):
 def run_fifo_qcluster() -> None:
     """A qcluster whose claims are FIFO: the patch is made before the workers fork."""
     setup_django(data_dir=None)
-    import jobs.queue
+    import jobs.scheduling.queue
 
-    jobs.queue.users_in_claim_order = fifo_order
+    jobs.scheduling.queue.users_in_claim_order = fifo_order
     from django.core.management import call_command
 
     call_command("qcluster")
@@ -167,13 +167,14 @@ def bench_abc(args, data_log: Path) -> None:
 
 
 def bench_eta(args, data_log: Path) -> None:
-    from jobs import estimates
-    from jobs.estimates import forget_snapshots
+    from jobs.api.serializers import JobStatusSerializer
     from jobs.models import VideoGenerationJob
-    from jobs.serializers import JobStatusSerializer
+    from jobs.scheduling import estimates
+    from jobs.scheduling.estimates import forget_snapshots
+    from tests.support.estimates import InlineRebuilds
 
     rng = random.Random(9)
-    estimates.REBUILD_INLINE = True
+    estimates.rebuilds = InlineRebuilds()
     with open(data_log, "a") as log:
         cluster = start_cluster(log)
         try:
@@ -199,7 +200,7 @@ def bench_eta(args, data_log: Path) -> None:
         finally:
             stop_process(cluster)
             forget_snapshots()
-            estimates.REBUILD_INLINE = False
+            estimates.rebuilds = estimates.Rebuilds()
     from django.utils.dateparse import parse_datetime
 
     errors, nulls, short = [], 0, 0
@@ -291,7 +292,7 @@ def claimer(name: str, fifo: bool, results) -> None:
     from django.utils import timezone
 
     from jobs.models import Status
-    from jobs.queue import job_claim_next
+    from jobs.scheduling.queue import job_claim_next
 
     connection.close()
     claimed = []
@@ -340,7 +341,7 @@ def bench_claims(args) -> None:
 def explain(connection) -> None:
     from django.utils import timezone
 
-    from jobs.queue import pending_for, worker_time_query
+    from jobs.scheduling.queue import pending_for, worker_time_query
 
     from django.db import transaction
 
@@ -379,7 +380,7 @@ def bench_build(args) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from jobs.estimates import cluster_beat, forget_snapshots, take_snapshot
+    from jobs.scheduling.estimates import cluster_beat, forget_snapshots, take_snapshot
     from jobs.models import VideoGenerationJob
 
     def ran(user_id: str, ago: float) -> VideoGenerationJob:
@@ -422,10 +423,10 @@ def bench_poll(args) -> None:
     from django.db import connection
     from django.test import Client
 
-    import jobs.views
-    from jobs.estimates import cluster_beat, forget_snapshots, take_snapshot
+    import jobs.api.views
+    from jobs.scheduling.estimates import cluster_beat, forget_snapshots, take_snapshot
     from jobs.models import VideoGenerationJob
-    from jobs.serializers import JobSerializer, JobStatusSerializer
+    from jobs.api.serializers import JobSerializer, JobStatusSerializer
 
     clear_jobs()
     make_pending()
@@ -444,7 +445,7 @@ def bench_poll(args) -> None:
     for _ in range(args.poll_rounds):
         for label, serializer in (("today (JobSerializer)", JobSerializer),
                                   ("with queue_position and estimates", JobStatusSerializer)):
-            jobs.views.JobStatusSerializer = serializer
+            jobs.api.views.JobStatusSerializer = serializer
             cluster_beat("bench:1", None, 1)  # a beat older than a minute is a dead cluster's
             forget_snapshots()
             picks = [rng.choice(ids) for _ in range(args.polls)]
@@ -458,7 +459,7 @@ def bench_poll(args) -> None:
             cpu[label].append((time.process_time() - started_cpu) / args.polls * 1e6)
             if serializer is JobStatusSerializer:
                 assert "queue_position" in response.json() and response.json()["estimated_start_at"]
-    jobs.views.JobStatusSerializer = JobStatusSerializer
+    jobs.api.views.JobStatusSerializer = JobStatusSerializer
     builds = []
     for _ in range(3):
         forget_snapshots()

@@ -264,7 +264,7 @@ def main() -> None:
     import torch
 
     from generation.pipelines import load_pipeline, resolve_device
-    from jobs.deployment import model_spec
+    from jobs.scheduling.deployment import model_spec
 
     torch.set_num_threads(threads)
     spec = model_spec(args.model)

@@ -92,7 +92,7 @@ def main() -> None:
                     _call(handler, method, path, query)
                 profiles[label].disable()
         # This process's submit counts (jobs.metrics), written before their database goes, not at exit.
-        from jobs import metrics
+        from jobs.metrics import series as metrics
 
         if hasattr(metrics, "submit_counts"):
             metrics.submit_counts.write()

@@ -117,8 +117,8 @@ def parser_peak(body: bytes, content_type: str) -> int:
     from django.core.handlers.wsgi import WSGIRequest
     from rest_framework.request import Request
 
-    from jobs.views import SubmitMultiPartParser
-    from jobs.parsers import SafeJSONParser
+    from jobs.api.views import SubmitMultiPartParser
+    from jobs.api.parsers import SafeJSONParser
 
     request = Request(WSGIRequest(environ(body, content_type)), parsers=[SafeJSONParser(), SubmitMultiPartParser()])
     tracemalloc.start()

@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.models import VideoGenerationJob, _visible_to_user
-from jobs.serializers import JobStatusSerializer
+from jobs.api.serializers import JobStatusSerializer
 
 
 def select_1(request):

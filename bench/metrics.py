@@ -103,8 +103,8 @@ def main() -> None:
 def _seed_series() -> None:
     from django.utils import timezone
 
-    from jobs import metrics
-    from jobs.estimates import cluster_beat
+    from jobs.metrics import series as metrics
+    from jobs.scheduling.estimates import cluster_beat
     from jobs.models import WorkerGpu
 
     codes = ("", "out_of_memory", "timeout", "worker_lost", "model_load")

@@ -1,7 +1,7 @@
 """
 What a checkpoint costs: for each tiny model and mode, the
 time to serialize the denoising state at a step boundary, the time to
-store it (jobs.files.put_replacing: a temporary file renamed over
+store it (jobs.services.files.put_replacing: a temporary file renamed over
 the last, on local disk here), its bytes, and the share of the job's time
 that saving costs at the default interval (60 s) and at 1 s. Against a
 baseline run alongside: the same job with no checkpoints, and with a
@@ -148,7 +148,7 @@ def main() -> None:
     from generation.params import FIRST_LAST_FRAME, TEXT_TO_VIDEO, GenerationParams
     from generation.pipelines import Cancelled, generate_frames, release_pipelines
     from generation.registry import get_spec
-    from jobs.files import put_replacing
+    from jobs.services.files import put_replacing
 
     torch.set_num_threads(1)
     params = GenerationParams(

@@ -55,7 +55,7 @@ def parse_args() -> argparse.Namespace:
 
 def submit(index: int, job: dict):
     from jobs.models import VideoGenerationJob
-    from jobs.lifecycle import job_enqueue
+    from jobs.services.lifecycle import job_enqueue
 
     row = VideoGenerationJob.objects.create(
         user_id=f"scale-{index % 5}", prompt=f"scale {index}", model_name="tiny-random", seed=index,

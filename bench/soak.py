@@ -70,7 +70,7 @@ def children(pid: int) -> list[int]:
 def busy_workers(cluster_pid: int, after_step: int = 0) -> list[int]:
     """Worker processes of this cluster that are running a job (past after_step), as the job table says."""
     from jobs.models import Status, VideoGenerationJob
-    from jobs.recovery import parse_worker_name
+    from jobs.services.recovery import parse_worker_name
 
     workers = {pid for sentinel in children(cluster_pid) for pid in children(sentinel)}
     running = VideoGenerationJob.objects.filter(status=Status.RUNNING, current_step__gte=after_step).values_list(
@@ -130,7 +130,7 @@ def work_lost(worker_pids: list[int]) -> list[tuple[int, float]]:
     seconds at the job's own step rate.
     """
     from jobs.models import Status, VideoGenerationJob
-    from jobs.recovery import parse_worker_name
+    from jobs.services.recovery import parse_worker_name
 
     lost = []
     rows = VideoGenerationJob.objects.filter(status=Status.RUNNING).values_list(

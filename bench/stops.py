@@ -55,7 +55,7 @@ def main() -> int:
     args = parse_args()
     data_dir = setup_django(data_dir="videogen-stops-", VIDEOGEN_QUEUE_NAME=f"videogen-stops-{os.getpid()}")
     from jobs.models import Status, VideoGenerationJob
-    from jobs.lifecycle import job_cancel, job_enqueue
+    from jobs.services.lifecycle import job_cancel, job_enqueue
 
     migrate()
     env = {

@@ -56,7 +56,7 @@ def main() -> int:
 
     from generation.params import GenerationParams
     from jobs.models import FINISHED, VideoGenerationJob
-    from jobs.lifecycle import job_create
+    from jobs.services.lifecycle import job_create
     from tests.support.receiver import running_receiver
 
     migrate()

@@ -1,6 +1,6 @@
 """
 The generation parameters and their bounds: one definition that flows from
-the API's request (jobs/serializers.py) through job_create and the job's
+the API's request (jobs/api/serializers.py) through job_create and the job's
 columns to the engine. Plain Python, like the rest of the engine. A model's
 own defaults and bounds, and the check of a request against them, are its
 spec's (generation/registry.py's ModelSpec), which builds on these.
@@ -50,7 +50,7 @@ class GenerationParams:
     num_frames: int
     num_inference_steps: int
     guidance_scale: float
-    # None: the job draws one when it is created (jobs/lifecycle.py).
+    # None: the job draws one when it is created (jobs/services/lifecycle.py).
     seed: int | None
     # Last and with defaults, so the engine's callers that hold a spec and
     # keep the frames (tests, bench/) may leave them out.

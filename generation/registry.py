@@ -6,7 +6,7 @@ Pure Python: no Django settings, no environment, no torch or diffusers. The
 API validates requests against it in web processes that never load a model,
 and the engine and its tests use it without django.setup(). Which of these
 models a deployment serves, on which queue and for how long, is policy:
-jobs/deployment.py, which also applies the operator's models file and
+jobs/scheduling/deployment.py, which also applies the operator's models file and
 weights locations through catalogue().
 """
 
@@ -134,7 +134,7 @@ class ModelSpec:
 
     # Seconds a job of this model may run (load included) before it fails as
     # timed out; None: the deployment's VIDEOGEN_JOB_TIMEOUT, which also caps
-    # it (jobs/deployment.py).
+    # it (jobs/scheduling/deployment.py).
     timeout: int | None = None
 
     # Memory and speed options, all off unless the spec or the operator asks.

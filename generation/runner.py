@@ -1,7 +1,7 @@
 """
 The adapter between a job row and the engine: it claims a job, runs it,
 stores its files and records how it ended. Elsewhere in `generation` only
-the workers' life touches jobs, through jobs.recovery: a worker that starts
+the workers' life touches jobs, through jobs.services.recovery: a worker that starts
 reaps lost jobs (generation/worker.py), and a stopping one, or the qcluster
 command on its behalf, hands its job back.
 """
@@ -41,14 +41,14 @@ from generation.pipelines import (
 from generation.preview import LatentPreview
 from generation.registry import UnknownModel
 from generation.worker import current_slot, limit_task_time, shutdown_requested
-from jobs.checkpoints import job_drop_checkpoint, job_save_checkpoint, read_checkpoint
-from jobs.deployment import job_timeout, model_spec, queue_for_model
-from jobs.files import live_preview_name, put_replacing
+from jobs.services.checkpoints import job_drop_checkpoint, job_save_checkpoint, read_checkpoint
+from jobs.scheduling.deployment import job_timeout, model_spec, queue_for_model
+from jobs.services.files import live_preview_name, put_replacing
 from jobs.models import FINISHED, ErrorCode, Mode, PendingFile, Status, VideoGenerationJob
-from jobs.metrics import record_gpu_memory
-from jobs.queue import job_claim_next, jobs_preempt_for_high_priority, pending_for
-from jobs.recovery import job_hand_back, worker_name
-from jobs.lifecycle import wake_up
+from jobs.metrics.series import record_gpu_memory
+from jobs.scheduling.queue import job_claim_next, jobs_preempt_for_high_priority, pending_for
+from jobs.services.recovery import job_hand_back, worker_name
+from jobs.services.lifecycle import wake_up
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class ProgressWriter:
         self.last_write = now
         written_at = timezone.now()
         # The times of the first step and of this one give the job's own
-        # step rate, for its estimated completion (jobs/estimates.py).
+        # step rate, for its estimated completion (jobs/scheduling/estimates.py).
         times = {"first_step_at": written_at} if first else {}
         if first:
             self.first_step, self.first_written_at = step, written_at
@@ -189,7 +189,7 @@ class Heartbeat:
     model load, VAE decode or encode (no denoising steps to report) does not
     look like a dead worker to the reaper. Each beat also looks for a
     high-priority job of this queue waiting long enough to preempt one
-    (jobs.queue.jobs_preempt_for_high_priority): only busy workers can.
+    (jobs.scheduling.queue.jobs_preempt_for_high_priority): only busy workers can.
     """
 
     def __init__(self, job: VideoGenerationJob, interval: float):
@@ -267,7 +267,7 @@ def load_options() -> LoadOptions:
 def job_run_next(queue: str | None) -> VideoGenerationJob | None:
     """
     Claim the next job this worker's queue serves, by the fair policy
-    (jobs/queue.py), and run it; None when nothing was pending. A job
+    (jobs/scheduling/queue.py), and run it; None when nothing was pending. A job
     cancelled while it waited is never claimed, so it costs nothing.
     """
     job = job_claim_next(queue=queue, worker=worker_name(slot=current_slot().index, device=current_slot().device))

@@ -13,7 +13,7 @@ from django.dispatch import receiver
 from django_q.signals import post_spawn
 
 from generation.devices import SlotClaim, bind_device, claim_slot, slot_directory
-from jobs.recovery import reap_lost_jobs
+from jobs.services.recovery import reap_lost_jobs
 
 logger = logging.getLogger(__name__)
 

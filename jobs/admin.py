@@ -25,10 +25,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from generation.params import PARAM_NAMES
-from jobs.deployment import known_models
-from jobs.estimates import queue_standing
-from jobs.inputs import IMAGE_FIELDS
-from jobs.fleet import fleet_status
+from jobs.scheduling.deployment import known_models
+from jobs.scheduling.estimates import queue_standing
+from jobs.api.inputs import IMAGE_FIELDS
+from jobs.scheduling.fleet import fleet_status
 from jobs.models import (
     COUNT_CAP,
     ApiKey,
@@ -40,10 +40,10 @@ from jobs.models import (
     WebhookEvent,
     count_up_to,
 )
-from jobs.operations import Outcome, jobs_cancel, jobs_rerun
-from jobs.lifecycle import job_delete
+from jobs.services.operations import Outcome, jobs_cancel, jobs_rerun
+from jobs.services.lifecycle import job_delete
 from jobs.text import plural
-from jobs.webhooks import resend
+from jobs.webhooks.delivery import resend
 
 # An action re-runs or cancels jobs one conditional update at a time, inside
 # the request; more than this belongs to `manage.py rerun_failed_jobs`.
@@ -301,7 +301,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
 
     inlines = [WebhookEventInline]
 
-    # Jobs are made by the API and change only through jobs/lifecycle.py:
+    # Jobs are made by the API and change only through jobs/services/lifecycle.py:
     # nothing on the job page is editable, and nothing is added here. A
     # delete goes through job_delete, as DELETE /job does: the job is
     # cancelled if active, and its files go with it.
@@ -363,7 +363,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="queue")
     def queue_position(self, job: VideoGenerationJob) -> str:
-        # From the per-process snapshot (jobs/estimates.py): no query per row.
+        # From the per-process snapshot (jobs/scheduling/estimates.py): no query per row.
         position, _ = queue_standing(job)
         return EMPTY if position is None else f"#{position}"
 
@@ -448,7 +448,7 @@ class VideoGenerationJobAdmin(admin.ModelAdmin):
             job.id,
         )
 
-    # --- Actions. Both go through jobs.operations, the same code as the command.
+    # --- Actions. Both go through jobs.services.operations, the same code as the command.
 
     @admin.action(description="Re-run selected failed jobs", permissions=["change"])
     def rerun_selected(self, request, queryset) -> None:
@@ -527,7 +527,7 @@ def shown(value):
 
 @admin.register(UserWeight)
 class UserWeightAdmin(admin.ModelAdmin):
-    """Fair-share weights (jobs/queue.py): weight 2 gets twice the worker time; unlisted users weigh 1."""
+    """Fair-share weights (jobs/scheduling/queue.py): weight 2 gets twice the worker time; unlisted users weigh 1."""
 
     list_display = ["user_id", "weight", "note"]
     list_editable = ["weight", "note"]
@@ -560,7 +560,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(ClusterBeat)
 class FleetAdmin(admin.ModelAdmin):
-    """Every cluster, worker process and queue, from the one liveness record (jobs/fleet.py); read only."""
+    """Every cluster, worker process and queue, from the one liveness record (jobs/scheduling/fleet.py); read only."""
 
     def has_view_permission(self, request, obj=None) -> bool:
         # Whoever may see the jobs may see what runs them.

@@ -7,5 +7,7 @@ class JobsConfig(AppConfig):
     verbose_name = "Video generation jobs"
 
     def ready(self) -> None:
-        # The modules that act on a job's changes listen to jobs.signals.
-        from jobs import events, metrics, webhooks  # noqa: F401
+        # The modules that act on a job's changes listen to jobs.models.signals.
+        from jobs.api import events  # noqa: F401
+        from jobs.metrics import series  # noqa: F401
+        from jobs.webhooks import delivery  # noqa: F401

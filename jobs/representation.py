@@ -1,7 +1,7 @@
 """
 A job as clients see it: job_representation(), the one function that
 writes a job out, for the API's answers, the webhooks' data and the event
-stream. The serializers in jobs/serializers.py only describe its schema
+stream. The serializers in jobs/api/serializers.py only describe its schema
 (their Meta.fields are the lists here); tests/jobs/test_representation.py
 checks that what this writes is what the served schema says.
 """
@@ -14,7 +14,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from jobs.estimates import estimated_completion_at, queue_standing
+from jobs.scheduling.estimates import estimated_completion_at, queue_standing
 from jobs.models import Priority, Status, VideoGenerationJob
 
 # The original FastAPI service's {job_id, status, message, result}, then ours.
@@ -61,7 +61,7 @@ JOB_FIELDS = [
     "start_deadline_at",
     "priority",
 ]
-# GET /job, the webhooks' data and the event stream: the job and where it stands (jobs/estimates.py).
+# GET /job, the webhooks' data and the event stream: the job and where it stands (jobs/scheduling/estimates.py).
 JOB_STATUS_FIELDS = [*JOB_FIELDS, "queue_position", "estimated_start_at", "estimated_completion_at", "live_preview_url"]
 # The submit's answer: the original's {success, job_id, message} and the job.
 SUBMISSION_FIELDS = ["success", *JOB_FIELDS]

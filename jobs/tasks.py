@@ -1,7 +1,8 @@
 """django-q2 entry points of the jobs app (no torch here)."""
 
-from jobs import retention, webhooks
-from jobs.recovery import reap_lost_jobs
+from jobs.services import retention
+from jobs.webhooks import delivery
+from jobs.services.recovery import reap_lost_jobs
 
 
 def recover_lost_jobs() -> dict[str, int]:
@@ -9,11 +10,11 @@ def recover_lost_jobs() -> dict[str, int]:
 
 
 def deliver_webhook(event_id: str) -> str:
-    return webhooks.deliver(event_id)
+    return delivery.deliver(event_id)
 
 
 def send_due_webhooks() -> int:
-    return webhooks.send_due()
+    return delivery.send_due()
 
 
 def expire_outputs() -> int:

@@ -26,13 +26,14 @@ def media_root(settings, tmp_path):
 @pytest.fixture(autouse=True)
 def queue_snapshots_inline(monkeypatch):
     """
-    Queue snapshots (jobs/estimates.py) are rebuilt in the polling thread:
+    Queue snapshots (jobs/scheduling/estimates.py) are rebuilt in the polling thread:
     a background rebuild has its own connection and cannot see a test's
     uncommitted rows. Each test starts without a snapshot.
     """
-    from jobs import estimates
+    from jobs.scheduling import estimates
+    from tests.support.estimates import InlineRebuilds
 
-    monkeypatch.setattr(estimates, "REBUILD_INLINE", True)
+    monkeypatch.setattr(estimates, "rebuilds", InlineRebuilds())
     estimates.forget_snapshots()
     yield
     estimates.forget_snapshots()
@@ -45,15 +46,9 @@ def submit_counts_inline(monkeypatch):
     writer thread has its own connection and cannot see a test's
     uncommitted rows. Nothing is left over for the next test.
     """
-    from jobs import metrics
+    from jobs.metrics import series as metrics
 
-    class WrittenAtOnce(metrics.SubmitCounts):
-        def add(self, model: str) -> None:
-            with self._lock:
-                self._counts[model] += 1
-            self.write()
-
-    monkeypatch.setattr(metrics, "submit_counts", WrittenAtOnce(metrics.SUBMITS_WRITTEN_EVERY))
+    monkeypatch.setattr(metrics, "submit_counts", metrics.SubmitCounts(written_every=0))
     yield
     # A test's in-memory counter (submits_counted_in_memory) leaves nothing for its exit-time write.
     metrics.submit_counts.forget()
@@ -66,7 +61,7 @@ def submits_counted_in_memory(monkeypatch):
     thread. A fresh counter for the test, written when the test says (or by
     its thread every `written_every` seconds).
     """
-    from jobs import metrics
+    from jobs.metrics import series as metrics
 
     def counting(written_every: float = 3600.0) -> "metrics.SubmitCounts":
         counts = metrics.SubmitCounts(written_every)

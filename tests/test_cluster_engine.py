@@ -8,7 +8,7 @@ run: tests/generation/test_engine.py.
 import pytest
 
 from jobs.models import Status
-from jobs.lifecycle import job_enqueue
+from jobs.services.lifecycle import job_enqueue
 from tests.support.cluster import running_qcluster, wait_until_finished
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.queue import job_claim_next
+from jobs.scheduling.queue import job_claim_next
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.lifecycle import job_enqueue
+from jobs.services.lifecycle import job_enqueue
 from tests.support.cluster import running_qcluster, wait_for, wait_until_finished
 from tests.support.processes import wait_until
 

@@ -17,7 +17,7 @@ import pytest
 from django.utils import timezone
 from httpx_sse import connect_sse
 
-from jobs.events import EPOCH
+from jobs.api.events import EPOCH
 from jobs.models import ApiKey, VideoGenerationJob
 from tests.support.cluster import running_qcluster, test_database_url
 from tests.support.jobs import FAST_JOB

@@ -14,7 +14,7 @@ import requests
 from django.conf import settings
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
-from jobs.recovery import parse_worker_name
+from jobs.services.recovery import parse_worker_name
 from tests.support.cluster import test_database_url
 from tests.support.jobs import FAST_JOB
 from tests.support.decode import decode_mp4

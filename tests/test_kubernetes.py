@@ -545,8 +545,8 @@ def test_prometheus_scrapes_the_queue_gauges_keda_asks_for_with_the_token_the_ap
     from django.test import RequestFactory
     from django.urls.resolvers import RegexPattern, URLResolver
 
-    from jobs import deployment
-    from jobs.views import metrics_view
+    from jobs.scheduling import deployment
+    from jobs.api.views import metrics_view
 
     objects = render("single-node", ("model-queue",))
     api = container(objects, "videogen-api")
@@ -595,7 +595,7 @@ def test_prometheus_scrapes_the_queue_gauges_keda_asks_for_with_the_token_the_ap
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_worker_deployment_scales_on_the_queue_of_exactly_the_models_it_serves(overlay, monkeypatch, tmp_path):
-    from jobs.metrics import HELP
+    from jobs.metrics.series import HELP
 
     objects = render(overlay, ("model-queue",))
     config = find(objects, "ConfigMap", "videogen")["data"]

@@ -13,8 +13,8 @@ import pytest
 from tests.support.cluster import test_database_url
 from tests.support.jobs import FAST_JOB
 from tests.support.server import gunicorn
-from jobs.lifecycle import job_delete
-from jobs.retention import expire_outputs
+from jobs.services.lifecycle import job_delete
+from jobs.services.retention import expire_outputs
 from videogen.logformat import JsonFormatter, TextFormatter, quoted
 
 
@@ -96,6 +96,6 @@ def test_json_format_writes_one_object_per_line_with_the_job_fields_from_a_real_
                for entry in entries)
     queued = [entry for entry in entries if entry["job_id"] == job_id]
     assert queued and queued[0]["user_id"] == "carol" and queued[0]["model"] == "tiny-random"
-    assert queued[0]["logger"] == "jobs.lifecycle" and queued[0]["message"] == "queued on model tiny-random"
+    assert queued[0]["logger"] == "jobs.services.lifecycle" and queued[0]["message"] == "queued on model tiny-random"
     assert any(entry["logger"] == "gunicorn.access" and "/api/v1/generate" in entry["message"] for entry in entries)
     assert not any(char in line for line in lines for char in "\x1b\r")

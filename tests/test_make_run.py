@@ -12,7 +12,7 @@ import socket
 import pytest
 from PIL import Image
 
-from jobs.middleware import body_limit
+from jobs.api.middleware import body_limit
 
 from tests.support.processes import wait_until
 from tests.support.server import START_TIMEOUT, make_run, start_make_run, stop_group

@@ -16,7 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.metrics import label_text, record_submitted, render_jobs
+from jobs.metrics.series import label_text, record_submitted, render_jobs
 from jobs.models import FINISHED, MetricSeries, VideoGenerationJob, WorkerGpu
 from tests.support.cluster import running_qcluster, test_database_url, wait_for
 from tests.support.jobs import FAST_JOB
@@ -174,7 +174,7 @@ def test_counts_the_database_refuses_are_written_at_the_next_write(submits_count
 def test_a_process_writes_its_last_counts_as_it_exits():
     script = (
         "import django; django.setup()\n"
-        "from jobs.metrics import record_submitted\n"
+        "from jobs.metrics.series import record_submitted\n"
         "for _ in range(5): record_submitted('tiny-random')\n"
     )
     env = {**os.environ, "DATABASE_URL": test_database_url(), "DJANGO_SETTINGS_MODULE": "videogen.settings"}

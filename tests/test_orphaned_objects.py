@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from jobs.models import PendingFile, Status, VideoGenerationJob
-from jobs.recovery import parse_worker_name, sweep_unfinished_files
+from jobs.services.recovery import parse_worker_name, sweep_unfinished_files
 from tests.support.cluster import running_qcluster, wait_for, wait_until_finished
 from tests.support.jobs import FAST_JOB, gradient_frames
 from tests.support.s3 import bucket, s3_server  # noqa: F401 (fixtures)

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.lifecycle import job_cancel, job_enqueue
+from jobs.services.lifecycle import job_cancel, job_enqueue
 from tests.support.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

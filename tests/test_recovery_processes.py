@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.lifecycle import job_enqueue
+from jobs.services.lifecycle import job_enqueue
 from tests.support.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from generation.denoise import state_from_bytes
-from jobs.checkpoints import checkpoint_name
-from jobs.lifecycle import job_enqueue
+from jobs.services.checkpoints import checkpoint_name
+from jobs.services.lifecycle import job_enqueue
 from jobs.models import Priority, Status, VideoGenerationJob
 from tests.support.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 from tests.support.decode import decode_mp4

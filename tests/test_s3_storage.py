@@ -416,7 +416,7 @@ def test_deleting_a_job_removes_its_objects_from_the_bucket(api, make_stored_job
 def test_expiry_removes_the_objects_and_keeps_the_row(api, make_stored_job, bucket, settings):
     from datetime import timedelta
 
-    from jobs.retention import expire_outputs
+    from jobs.services.retention import expire_outputs
 
     settings.VIDEOGEN_RETENTION_DAYS = 1
     job = make_stored_job()

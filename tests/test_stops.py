@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from jobs.models import Status
-from jobs.lifecycle import job_enqueue
+from jobs.services.lifecycle import job_enqueue
 from tests.support.cluster import running_qcluster, running_worker_pid
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.recovery import parse_worker_name
+from jobs.services.recovery import parse_worker_name
 from tests.support.cluster import running_qcluster, test_database_url, wait_until_finished
 from tests.support.jobs import FAST_JOB
 from tests.support.processes import descendants
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transa
 
 SUBMIT = """
 from generation.params import GenerationParams
-from jobs.lifecycle import job_create
+from jobs.services.lifecycle import job_create
 params = dict(prompt="a fox", negative_prompt="", guidance_scale=4.5, seed=1, model_name="tiny-random")
 job, _ = job_create(user_id="b", params=GenerationParams(**params, **{fast}))
 print(job.pk)

@@ -11,8 +11,8 @@ import signal
 import pytest
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.recovery import parse_worker_name
-from jobs.lifecycle import job_cancel, job_enqueue
+from jobs.services.recovery import parse_worker_name
+from jobs.services.lifecycle import job_cancel, job_enqueue
 from tests.support.cluster import running_qcluster, running_worker_pid, wait_for, wait_until_finished
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

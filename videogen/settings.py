@@ -120,7 +120,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "jobs.middleware.JsonApiErrorsMiddleware",
+    "jobs.api.middleware.JsonApiErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "videogen.urls"
@@ -254,18 +254,18 @@ USE_TZ = True
 
 # --- API ----------------------------------------------------------------------
 # Bodies larger than this are refused with a JSON 413 before they are parsed
-# (jobs.middleware.body_limit); a submit's may also carry its images.
+# (jobs.api.middleware.body_limit); a submit's may also carry its images.
 VIDEOGEN_MAX_BODY_BYTES = envint("VIDEOGEN_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["jobs.parsers.SafeJSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "jobs.http.JsonFirstNegotiation",
+    "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.SafeJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "jobs.api.http.JsonFirstNegotiation",
     # The seed contract: no authentication, user_id is trusted from the request.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "jobs.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "jobs.api.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -274,7 +274,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Text to video: submit a prompt, poll the job, download the MP4.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "PREPROCESSING_HOOKS": ["jobs.schema.hide_trailing_slash_aliases", "jobs.schema.hide_paths_outside_the_api"],
+    "PREPROCESSING_HOOKS": ["jobs.api.schema.hide_trailing_slash_aliases", "jobs.api.schema.hide_paths_outside_the_api"],
     # Swagger UI's files from the drf-spectacular-sidecar package, served by
     # this server: no CDN, so /docs works offline and runs no third-party script.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -295,19 +295,19 @@ VIDEOGEN_IMAGE_FETCH_TIMEOUT = envfloat("VIDEOGEN_IMAGE_FETCH_TIMEOUT", 10.0)
 # Hosts image URLs may point at although they resolve to private addresses
 # (or over http://): an internal asset server, a test server.
 VIDEOGEN_IMAGE_ALLOWED_HOSTS = [host.lower() for host in envlist("VIDEOGEN_IMAGE_ALLOWED_HOSTS", [])]
-# Django's own cap on a body it reads, behind jobs.middleware.body_limit's
+# Django's own cap on a body it reads, behind jobs.api.middleware.body_limit's
 # per path: the largest, a submit with two images as base64.
 DATA_UPLOAD_MAX_MEMORY_SIZE = VIDEOGEN_MAX_BODY_BYTES + 2 * (VIDEOGEN_MAX_IMAGE_BYTES * 4 // 3 + 4)
 
 # --- Auth and rate limits -----------------------------------------------------
 # "none": the inherited contract, user_id trusted from the request. "api_key":
 # every /api/v1/ endpoint but /health wants `Authorization: Bearer <key>`, and
-# a key acts as its own user_id (jobs/auth.py).
+# a key acts as its own user_id (jobs/api/auth.py).
 VIDEOGEN_AUTH = envstr("VIDEOGEN_AUTH", "none")
 if VIDEOGEN_AUTH not in ("none", "api_key"):
     raise ImproperlyConfigured(f"VIDEOGEN_AUTH must be none or api_key, got {VIDEOGEN_AUTH!r}")
 if VIDEOGEN_AUTH == "api_key":
-    REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["jobs.auth.ApiKeyAuthentication"]
+    REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["jobs.api.auth.ApiKeyAuthentication"]
     REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] = ["rest_framework.permissions.IsAuthenticated"]
     # drf-spectacular serves /schema and /docs to anyone unless told otherwise.
     SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
@@ -337,7 +337,7 @@ VIDEOGEN_API_KEY_CACHE_SECONDS = envint("VIDEOGEN_API_KEY_CACHE_SECONDS", 2, min
 VIDEOGEN_RATE_LIMIT_SUBMIT = envrate("VIDEOGEN_RATE_LIMIT_SUBMIT")
 VIDEOGEN_RATE_LIMIT_READ = envrate("VIDEOGEN_RATE_LIMIT_READ")
 if VIDEOGEN_RATE_LIMIT_SUBMIT or VIDEOGEN_RATE_LIMIT_READ:
-    REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["jobs.auth.SubmitThrottle", "jobs.auth.ReadThrottle"]
+    REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["jobs.api.auth.SubmitThrottle", "jobs.api.auth.ReadThrottle"]
 
 VIDEOGEN_PAGE_SIZE = envint("VIDEOGEN_PAGE_SIZE", 20, minimum=1)
 VIDEOGEN_MAX_PAGE_SIZE = envint("VIDEOGEN_MAX_PAGE_SIZE", 100, minimum=1)
@@ -386,7 +386,7 @@ VIDEOGEN_RETENTION_DAYS = envint("VIDEOGEN_RETENTION_DAYS", 0, minimum=1) or Non
 VIDEOGEN_LEGACY_USER_ID = envstr("VIDEOGEN_LEGACY_USER_ID", "anonymous")
 
 # --- Generation ---------------------------------------------------------------
-# The model settings below are the deployment's policy; jobs/deployment.py
+# The model settings below are the deployment's policy; jobs/scheduling/deployment.py
 # turns them and the catalogue (generation/registry.py) into served models,
 # queues and time limits.
 VIDEOGEN_DEFAULT_MODEL = envstr("VIDEOGEN_DEFAULT_MODEL", "tiny-random")
@@ -453,7 +453,7 @@ def envseconds_or_off(name: str, default: float) -> float | None:
 VIDEOGEN_CHECKPOINT_SECONDS = envseconds_or_off("VIDEOGEN_CHECKPOINT_SECONDS", 60.0)
 # A high-priority job that has waited this long while every worker of its
 # model runs lower-priority work preempts one of them: it checkpoints and
-# goes back to pending (jobs/queue.py); off: never.
+# goes back to pending (jobs/scheduling/queue.py); off: never.
 VIDEOGEN_PREEMPT_AFTER = envseconds_or_off("VIDEOGEN_PREEMPT_AFTER", 30.0)
 
 # --- Worker (django-q2) -------------------------------------------------------
@@ -515,7 +515,7 @@ VIDEOGEN_SHUTDOWN_TIMEOUT = envfloat("VIDEOGEN_SHUTDOWN_TIMEOUT", 30.0)
 # Seconds between reaps by the qcluster parent, which runs no jobs, so
 # recovery never waits for a worker to be free.
 VIDEOGEN_REAPER_INTERVAL = envfloat("VIDEOGEN_REAPER_INTERVAL", 30.0)
-# Fair share (jobs/queue.py): a free worker serves the user who used the
+# Fair share (jobs/scheduling/queue.py): a free worker serves the user who used the
 # least worker time over this many seconds, divided by their weight.
 VIDEOGEN_FAIR_WINDOW = envint("VIDEOGEN_FAIR_WINDOW", 3600, minimum=1)
 # Tests only: a worker pauses after storing a job's files, before the job's
@@ -578,7 +578,7 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 # --- Metrics ------------------------------------------------------------------
-# GET /metrics in the Prometheus text format (jobs/metrics.py), guarded by a
+# GET /metrics in the Prometheus text format (jobs/metrics/), guarded by a
 # bearer token when one is set. HTTP counters are summed over the gunicorn
 # processes through prometheus_client's multiprocess mode: its files live in
 # PROMETHEUS_MULTIPROC_DIR (default $VIDEOGEN_DATA_DIR/prometheus), which
@@ -589,7 +589,7 @@ if VIDEOGEN_METRICS:
     # Before anything imports prometheus_client, which reads it at import.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-    MIDDLEWARE.insert(0, "jobs.metrics.MetricsMiddleware")
+    MIDDLEWARE.insert(0, "jobs.metrics.http.MetricsMiddleware")
 
 # --- Caches -------------------------------------------------------------------
 # The rate limits' history must be shared by every gunicorn process (and

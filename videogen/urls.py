@@ -6,17 +6,17 @@ from django.views import defaults
 
 from rest_framework import exceptions
 
-from jobs.exceptions import SERVER_ERROR, ApiError, error_response
-from jobs.views import HealthView, metrics_view
-from jobs.playground import PlaygroundView
+from jobs.api.exceptions import SERVER_ERROR, ApiError, error_response
+from jobs.api.views import HealthView, metrics_view
+from jobs.api.playground import PlaygroundView
 
 urlpatterns = [
     # A page for trying the API in a browser, built on the public API only.
     path("", PlaygroundView.as_view(), name="playground"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("jobs.urls")),
+    path("api/v1/", include("jobs.api.urls")),
     # The original service answered its health check at the root, and its
-    # demo script starts there. Left out of the schema (jobs/schema.py).
+    # demo script starts there. Left out of the schema (jobs/api/schema.py).
     path("health", HealthView.as_view(), name="root-health"),
     path("health/", HealthView.as_view()),
 ]

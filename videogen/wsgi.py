@@ -27,7 +27,7 @@ class ChunkedBodies:
 
     def __init__(self, app, limit):
         self.app = app
-        # The body limit of a path (jobs.middleware.body_limit).
+        # The body limit of a path (jobs.api.middleware.body_limit).
         self.limit = limit
 
     def __call__(self, environ, start_response):
@@ -40,7 +40,7 @@ class ChunkedBodies:
 
 
 def _application():
-    from jobs.middleware import body_limit
+    from jobs.api.middleware import body_limit
 
     from videogen.handoff import HandOffApplication
 

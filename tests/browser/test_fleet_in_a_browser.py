@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jobs.lifecycle import job_enqueue
+from jobs.services.lifecycle import job_enqueue
 from tests.support.browser import IN_A_BROWSER, PASSWORD, browser_page
 from tests.support.cluster import running_qcluster, running_worker_pid
 

@@ -20,12 +20,12 @@ from PIL import Image
 
 from generation.denoise import state_from_bytes
 from generation.tasks import generate_video
-from jobs.checkpoints import checkpoint_name
-from jobs.files import put_replacing
-from jobs.lifecycle import job_cancel, job_delete
+from jobs.services.checkpoints import checkpoint_name
+from jobs.services.files import put_replacing
+from jobs.services.lifecycle import job_cancel, job_delete
 from jobs.models import Status, VideoGenerationJob
-from jobs.recovery import reap_lost_jobs
-from jobs.retention import expire_outputs
+from jobs.services.recovery import reap_lost_jobs
+from jobs.services.retention import expire_outputs
 from tests.support.decode import decode_mp4
 from videogen.settings import envseconds_or_off
 

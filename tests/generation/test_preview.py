@@ -14,7 +14,7 @@ from generation.pipelines import GenerationParams, generate_frames
 from generation.preview import MAX_SIDE, LatentPreview
 from generation.registry import get_spec
 from generation.runner import LivePreviewWriter
-from jobs.files import live_preview_name
+from jobs.services.files import live_preview_name
 
 pytestmark = pytest.mark.usefixtures("fresh_pipelines")
 

@@ -6,9 +6,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from jobs.estimates import forget_snapshots
+from jobs.scheduling.estimates import forget_snapshots
 from jobs.models import Status, UserWeight
-from jobs.queue import job_claim_next
+from jobs.scheduling.queue import job_claim_next
 
 CHANGELIST = "/admin/jobs/videogenerationjob/"
 

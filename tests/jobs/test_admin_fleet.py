@@ -3,8 +3,8 @@
 import pytest
 from django.contrib.auth.models import User
 
-from jobs.estimates import cluster_beat
-from jobs.queue import live_workers
+from jobs.scheduling.estimates import cluster_beat
+from jobs.scheduling.queue import live_workers
 from jobs.models import ClusterBeat, Status, WorkerGpu
 from tests.support.jobs import ago
 

@@ -1,5 +1,5 @@
 """
-API errors come from one place: views raise, and jobs.exceptions.error_response
+API errors come from one place: views raise, and jobs.api.exceptions.error_response
 renders every error answer, whether DRF's handler, the middleware or Django's
 own handlers made it. And the job endpoints are one viewset whose queryset is
 for_user().
@@ -13,10 +13,10 @@ from django.test import RequestFactory
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIRequestFactory
 
-from jobs.middleware import body_limit
-from jobs.middleware import JsonApiErrorsMiddleware
+from jobs.api.middleware import body_limit
+from jobs.api.middleware import JsonApiErrorsMiddleware
 from jobs.models import VideoGenerationJob
-from jobs.views import JobViewSet
+from jobs.api.views import JobViewSet
 
 pytestmark = pytest.mark.django_db
 
@@ -65,15 +65,15 @@ def test_the_active_job_cap_is_a_429_with_retry_after(api, make_job, settings):
 
 
 def test_unavailable_storage_is_a_503_with_retry_after(api, make_completed_job, monkeypatch):
-    import jobs.views
-    from jobs.files import StorageUnavailable
+    import jobs.api.views
+    from jobs.services.files import StorageUnavailable
 
     job = make_completed_job()
 
     def unavailable(stored):
         raise StorageUnavailable("the bucket does not answer")
 
-    monkeypatch.setattr(jobs.views, "open_stored", unavailable)
+    monkeypatch.setattr(jobs.api.views, "open_stored", unavailable)
     response = api.get(f"/api/v1/download/{job.id}")
 
     assert assert_rendered_by_error_response(response, 503) == {

@@ -1,5 +1,5 @@
 """
-jobs/compiled.py runs SQL the ORM compiled once, reading the compiler's
+jobs/models/compiled.py runs SQL the ORM compiled once, reading the compiler's
 internals (its placeholders, select list and converters). These pin that it
 is exactly what this Django version compiles for the same queries, so an
 upgrade that changes the compiler fails here rather than in a status poll.
@@ -10,16 +10,16 @@ import pytest
 from django.db import connection
 from django.db.models.sql import InsertQuery
 
-from jobs import models as job_models
+from jobs.models import job as job_models
 from jobs.models import VideoGenerationJob
 
-# Re-read jobs/compiled.py against the new compiler before adding a version here.
+# Re-read jobs/models/compiled.py against the new compiler before adding a version here.
 CHECKED_DJANGO_VERSIONS = {(5, 2)}
 
 
 def test_the_django_version_is_one_the_compiled_sql_was_checked_against():
     assert django.VERSION[:2] in CHECKED_DJANGO_VERSIONS, (
-        f"Django {django.get_version()}: check jobs/compiled.py's use of the SQL compiler, then add it here"
+        f"Django {django.get_version()}: check jobs/models/compiled.py's use of the SQL compiler, then add it here"
     )
 
 

@@ -1,4 +1,4 @@
-"""What this deployment serves (jobs/deployment.py): models, weights, queues, time limits, read once."""
+"""What this deployment serves (jobs/scheduling/deployment.py): models, weights, queues, time limits, read once."""
 
 import json
 import os
@@ -11,8 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from generation.registry import UnknownModel
-from jobs import deployment
-from jobs.deployment import (
+from jobs.scheduling import deployment
+from jobs.scheduling.deployment import (
     job_timeout,
     known_models,
     model_spec,
@@ -145,7 +145,7 @@ def test_a_wake_up_may_run_as_long_as_the_slowest_model_of_its_queue(models_file
 def test_the_queued_task_carries_the_models_time_limit(make_job, models_file, settings):
     from django_q.models import OrmQ
 
-    from jobs.lifecycle import job_enqueue
+    from jobs.services.lifecycle import job_enqueue
 
     settings.VIDEOGEN_MODELS = ["tiny-random"]
     models_file({"tiny-random": {"timeout": 45}})

@@ -1,12 +1,12 @@
 """
-The event stream's ids and what a client at some id is sent (jobs/events.py
+The event stream's ids and what a client at some id is sent (jobs/api/events.py
 plan()): derived from the job's status_log and step, so every process and
 every restart agrees. The stream itself runs in tests/test_events.py.
 """
 
 import pytest
 
-from jobs.events import EPOCH, STEP, Position, Snapshot, parse_event_id, plan
+from jobs.api.events import EPOCH, STEP, Position, Snapshot, parse_event_id, plan
 
 
 def snap(statuses: str, step: int = 0, **body) -> Snapshot:

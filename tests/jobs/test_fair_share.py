@@ -1,9 +1,9 @@
-"""Which job a free worker claims: the fair policy (jobs/queue.py), on a real database."""
+"""Which job a free worker claims: the fair policy (jobs/scheduling/queue.py), on a real database."""
 
 import pytest
 
 from jobs.models import Status, UserWeight, VideoGenerationJob
-from jobs.queue import job_claim_next
+from jobs.scheduling.queue import job_claim_next
 from tests.support.jobs import ago
 
 

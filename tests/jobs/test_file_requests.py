@@ -14,7 +14,7 @@ from django.utils.http import http_date
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.http import requested_range
+from jobs.api.http import requested_range
 
 ENDPOINTS = [("download", "video/mp4", "video"), ("poster", "image/jpeg", "poster")]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,7 +115,7 @@ def test_the_etag_is_the_same_in_another_process(api, job, media_root):
     # Workers and several API processes must agree, or caches and If-Range break.
     code = (
         "import sys; from django.conf import settings; settings.configure();"
-        "from django.core.files.storage import FileSystemStorage; from jobs.files import LocalFile;"
+        "from django.core.files.storage import FileSystemStorage; from jobs.services.files import LocalFile;"
         "print(LocalFile(FileSystemStorage(location=sys.argv[1]).open(sys.argv[2], 'rb'), sys.argv[2]).etag)"
     )
     other = subprocess.run([sys.executable, "-c", code, str(media_root), job.video.name],

@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.test import APIRequestFactory
 
 from jobs.models import Status
-from jobs.serializers import GenerationRequest
+from jobs.api.serializers import GenerationRequest
 
 # CI's Redis leg runs this file again, its enqueues going through Redis.
 pytestmark = pytest.mark.broker
@@ -140,7 +140,7 @@ def test_the_quick_negotiation_answers_as_drfs_own(accept, query, make_job, sett
     from rest_framework.renderers import JSONRenderer
     from rest_framework.request import Request
 
-    from jobs.http import JsonFirstNegotiation
+    from jobs.api.http import JsonFirstNegotiation
 
     request = Request(APIRequestFactory().get(f"/api/v1/job/x?user_id=a{query}", **({"HTTP_ACCEPT": accept} if accept is not None else {})))
 
@@ -216,7 +216,7 @@ def test_submits_share_one_redis_connection(api, db, django_capture_on_commit_ca
 
 
 def test_the_submit_counts_write_commits_without_waiting_for_the_disk(transactional_db, submits_counted_in_memory):
-    from jobs import metrics
+    from jobs.metrics import series as metrics
 
     if connection.vendor != "postgresql":
         pytest.skip("synchronous_commit is PostgreSQL's")
@@ -245,7 +245,7 @@ class TestTheKeyCache:
 
     @pytest.fixture(autouse=True)
     def empty_cache(self):
-        from jobs import models
+        from jobs.models import keys as models
 
         models._checked_keys.clear()
         yield
@@ -287,7 +287,7 @@ class TestTheKeyCache:
         assert ApiKey.objects.verify(presented) is None
 
     def test_wrong_keys_are_not_remembered(self, db, settings):
-        from jobs import models
+        from jobs.models import keys as models
         from jobs.models import ApiKey
 
         settings.VIDEOGEN_API_KEY_CACHE_SECONDS = 60

@@ -432,7 +432,7 @@ def test_delete_removes_the_inputs_with_the_job(submit, api):
 def test_retention_removes_the_inputs_and_their_links(submit, api, settings):
     from django.utils import timezone
 
-    from jobs.retention import expire_outputs
+    from jobs.services.retention import expire_outputs
 
     settings.VIDEOGEN_RETENTION_DAYS = 1
     body = submit({"user_id": "alice", "prompt": "a cat", "model": I2V, "image": data_uri(png()), **STEPS}).json()
@@ -455,7 +455,7 @@ def test_a_failed_jobs_inputs_stay_for_a_rerun(submit):
     job.transition(Status.RUNNING, from_={Status.PENDING})
     job.fail("internal", "boom", from_={Status.RUNNING})
 
-    from jobs.lifecycle import job_rerun
+    from jobs.services.lifecycle import job_rerun
 
     assert job_rerun(job)
     job.refresh_from_db()

@@ -2,7 +2,7 @@ import pytest
 from django_q.models import OrmQ
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.lifecycle import job_cancel, job_rerun
+from jobs.services.lifecycle import job_cancel, job_rerun
 
 
 @pytest.mark.parametrize("status", [Status.PENDING, Status.RUNNING])
@@ -54,12 +54,12 @@ def test_a_rerun_job_waits_with_nothing_of_its_last_run_left(make_job, django_ca
 
 def test_a_job_the_broker_refused_fails_as_enqueue_failed(make_job, monkeypatch):
     from jobs.models import ErrorCode
-    from jobs.lifecycle import job_enqueue
+    from jobs.services.lifecycle import job_enqueue
 
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr("jobs.lifecycle.wake_up", refuse)
+    monkeypatch.setattr("jobs.services.lifecycle.wake_up", refuse)
     job = make_job(status=Status.PENDING)
 
     job_enqueue(job)
@@ -91,7 +91,7 @@ def test_a_job_rerun_twice_from_stale_copies_is_queued_once(make_job, django_cap
 
 
 def test_a_rerun_that_would_pass_the_users_active_limit_is_refused(make_job, settings):
-    from jobs.lifecycle import ActiveJobLimitReached
+    from jobs.services.lifecycle import ActiveJobLimitReached
 
     settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = 1
     make_job(status=Status.RUNNING)
@@ -105,7 +105,7 @@ def test_a_rerun_that_would_pass_the_users_active_limit_is_refused(make_job, set
 
 
 def test_bulk_reruns_skip_jobs_of_users_at_their_limit_and_say_so(make_job, settings):
-    from jobs.operations import AT_ACTIVE_LIMIT, jobs_rerun
+    from jobs.services.operations import AT_ACTIVE_LIMIT, jobs_rerun
 
     settings.VIDEOGEN_MAX_ACTIVE_JOBS_PER_USER = 1
     first, second = make_job(status=Status.FAILED), make_job(status=Status.FAILED)

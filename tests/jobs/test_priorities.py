@@ -14,10 +14,10 @@ import pytest
 from django.utils import timezone
 
 from generation.tasks import generate_video
-from jobs.estimates import cluster_beat, forget_snapshots
+from jobs.scheduling.estimates import cluster_beat, forget_snapshots
 from jobs.models import Priority, Status, VideoGenerationJob
-from jobs.queue import job_claim_next, jobs_preempt_for_high_priority
-from jobs.recovery import reap_lost_jobs
+from jobs.scheduling.queue import job_claim_next, jobs_preempt_for_high_priority
+from jobs.services.recovery import reap_lost_jobs
 from tests.support.jobs import FAST_JOB, ago
 from tests.support.decode import decode_mp4
 

@@ -1,4 +1,4 @@
-"""GET /job's queue_position, estimated_start_at and estimated_completion_at (jobs/estimates.py)."""
+"""GET /job's queue_position, estimated_start_at and estimated_completion_at (jobs/scheduling/estimates.py)."""
 
 import random
 import threading
@@ -11,14 +11,14 @@ import pytest
 from django.db import DatabaseError
 from django.utils import timezone
 
-from jobs import estimates
-from jobs.estimates import cluster_beat, estimated_duration, forget_snapshots
+from jobs.scheduling import estimates
+from jobs.scheduling.estimates import cluster_beat, estimated_duration, forget_snapshots
 from jobs.models import Priority, QueueSnapshot, Status, VideoGenerationJob
 from tests.support.jobs import FAST_JOB
 
 ESTIMATE_FIELDS = ("queue_position", "estimated_start_at", "estimated_completion_at")
 
-# tests/conftest.py starts each test without a snapshot, rebuilt inline (estimates.REBUILD_INLINE).
+# tests/conftest.py starts each test without a snapshot, rebuilt inline (tests/support/estimates.py).
 
 
 def ago(seconds: float):
@@ -401,7 +401,7 @@ class FakeSnapshots:
 
 @pytest.fixture
 def in_background(monkeypatch):
-    monkeypatch.setattr(estimates, "REBUILD_INLINE", False)
+    monkeypatch.setattr(estimates, "rebuilds", estimates.Rebuilds())
     monkeypatch.setattr(estimates, "MIN_REBUILD_INTERVAL", 0.0)
     yield
     estimates.wait_for_rebuilds(10)

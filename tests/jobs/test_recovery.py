@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Status, VideoGenerationJob
-from jobs.recovery import job_hand_back, reap_lost_jobs, worker_is_gone, worker_name
+from jobs.services.recovery import job_hand_back, reap_lost_jobs, worker_is_gone, worker_name
 from tests.support.broker import queued_tasks
 
 # CI's Redis leg runs this file again, its enqueues going through Redis.
@@ -92,7 +92,7 @@ def test_a_job_whose_worker_on_this_host_is_alive_is_left_alone(make_job):
 
 
 def test_a_worker_that_beats_again_before_the_reaper_writes_keeps_its_job(make_job):
-    from jobs.recovery import job_recover, lost_jobs
+    from jobs.services.recovery import job_recover, lost_jobs
 
     job = make_job(status=Status.RUNNING, worker=FAR_AWAY, heartbeat_at=stale())
     [seen_as_lost] = list(lost_jobs())
@@ -131,7 +131,7 @@ def test_a_job_handed_back_by_a_stopping_worker_keeps_its_attempt_count(make_job
 
 
 def test_a_pending_job_whose_task_is_in_no_queue_is_queued_again(make_job):
-    from jobs.recovery import resend_lost_wake_ups
+    from jobs.services.recovery import resend_lost_wake_ups
 
     job = make_job(status=Status.PENDING, queued_at=stale())
 
@@ -144,8 +144,8 @@ def test_a_pending_job_whose_task_is_in_no_queue_is_queued_again(make_job):
 
 
 def test_a_pending_job_whose_task_waits_in_the_queue_is_left_alone(make_job):
-    from jobs.recovery import resend_lost_wake_ups
-    from jobs.lifecycle import job_enqueue
+    from jobs.services.recovery import resend_lost_wake_ups
+    from jobs.services.lifecycle import job_enqueue
 
     job = make_job(status=Status.PENDING)
     job_enqueue(job)
@@ -156,7 +156,7 @@ def test_a_pending_job_whose_task_waits_in_the_queue_is_left_alone(make_job):
 
 
 def test_a_job_queued_moments_ago_is_left_alone(make_job):
-    from jobs.recovery import resend_lost_wake_ups
+    from jobs.services.recovery import resend_lost_wake_ups
 
     make_job(status=Status.PENDING, queued_at=timezone.now())
 
@@ -172,12 +172,12 @@ def test_on_redis_a_queue_with_a_wake_up_waiting_gets_no_other_and_an_empty_one_
     from django_q.brokers.redis_broker import Redis
     from django_q.signing import SignedPackage
 
-    from jobs.recovery import resend_lost_wake_ups
+    from jobs.services.recovery import resend_lost_wake_ups
 
     broker = Redis(list_key=f"videogen-test-{timezone.now().timestamp()}")
     # The server and database the run was given (CI's Redis leg has its own).
     broker.connection = redis.Redis.from_url(settings.REDIS_URL)
-    monkeypatch.setattr("jobs.recovery.broker", lambda queue: broker)
+    monkeypatch.setattr("jobs.services.recovery.broker", lambda queue: broker)
     make_job(status=Status.PENDING, queued_at=stale())
     try:
         broker.enqueue(SignedPackage.dumps({"func": "generation.tasks.generate_video", "args": ()}))

@@ -14,11 +14,11 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIRequestFactory
 
-from jobs.estimates import forget_snapshots
+from jobs.scheduling.estimates import forget_snapshots
 from jobs.models import ErrorCode, Status
 from jobs.representation import JOB_STATUS_FIELDS, job_representation
-from jobs.serializers import JobSerializer, JobStatusSerializer, SubmissionSerializer, VideoInfo
-from jobs.webhooks import event_payload
+from jobs.api.serializers import JobSerializer, JobStatusSerializer, SubmissionSerializer, VideoInfo
+from jobs.webhooks.delivery import event_payload
 
 COMPONENTS = {JobSerializer: "Job", JobStatusSerializer: "JobStatus", SubmissionSerializer: "Submission", VideoInfo: "VideoInfo"}
 

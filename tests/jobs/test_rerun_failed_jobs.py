@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django_q.models import OrmQ
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
-from jobs.operations import jobs_rerun
+from jobs.services.operations import jobs_rerun
 from tests.support.cluster import test_database_url
 
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from jobs import tasks
 from jobs.models import Status, VideoGenerationJob
-from jobs.retention import expire_outputs
+from jobs.services.retention import expire_outputs
 
 DAYS = 7
 

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob, WebhookEvent
-from jobs.queue import job_claim_next
-from jobs.recovery import reap_lost_jobs
+from jobs.scheduling.queue import job_claim_next
+from jobs.services.recovery import reap_lost_jobs
 from tests.support.cluster import running_qcluster, wait_for, wait_until_finished
 from tests.support.jobs import FAST_JOB
 from tests.support.receiver import SECRET

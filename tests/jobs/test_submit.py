@@ -10,8 +10,8 @@ from django.db import connection, transaction
 from django_q.models import OrmQ
 
 from generation.params import GenerationParams
-from jobs.middleware import body_limit
-from jobs.lifecycle import job_create
+from jobs.api.middleware import body_limit
+from jobs.services.lifecycle import job_create
 from jobs.models import Status, VideoGenerationJob
 from tests.support.jobs import FAST_JOB
 
@@ -319,7 +319,7 @@ def test_a_submit_whose_wake_up_cannot_be_written_is_refused_whole(api, db, monk
 
     # The ORM broker's wake-up is written in the job's transaction: no job
     # without it, and the client is told to retry, not given a job id.
-    monkeypatch.setattr("jobs.lifecycle.wake_up", refuse)
+    monkeypatch.setattr("jobs.services.lifecycle.wake_up", refuse)
     response = api.post("/api/v1/generate", SEED_EXAMPLE, format="json")
 
     assert response.status_code == 503

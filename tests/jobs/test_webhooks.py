@@ -17,9 +17,11 @@ from datetime import timezone as dt_timezone
 import pytest
 from django.utils import timezone
 
-from jobs import webhooks
+from django.conf import settings
+
+from jobs.webhooks import delivery, sending
 from jobs.models import Status, WebhookEvent
-from jobs.lifecycle import job_cancel
+from jobs.services.lifecycle import job_cancel
 from tests.support.receiver import SECRET, event_types, running_receiver, self_signed, tls_context
 
 SUBMIT = {"user_id": "alice", "prompt": "a cat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2}
@@ -183,7 +185,7 @@ def test_the_signature_matches_the_spec_by_hand(settings):
     # HMAC-SHA256 over "id.timestamp.body" with the base64-decoded key, as
     # the Standard Webhooks spec defines it, independent of the package.
     at = datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt_timezone.utc)
-    headers = webhooks.signature_headers("msg_p5jXN8AQM9LWM0D4loKWxJek", '{"test": 2432232314}', at)
+    headers = sending.signature_headers("msg_p5jXN8AQM9LWM0D4loKWxJek", '{"test": 2432232314}', at)
     key = base64.b64decode(SECRET.removeprefix("whsec_"))
     expected = hmac.new(key, f"msg_p5jXN8AQM9LWM0D4loKWxJek.{int(at.timestamp())}.{{\"test\": 2432232314}}".encode(),
                         hashlib.sha256).digest()
@@ -195,7 +197,7 @@ def test_the_signature_matches_the_spec_test_vector(settings):
     # The test vector of the standard-webhooks repository's libraries.
     settings.VIDEOGEN_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     at = datetime.fromtimestamp(1614265330, tz=dt_timezone.utc)
-    headers = webhooks.signature_headers("msg_p5jXN8AQM9LWM0D4loKWxJek", '{"test": 2432232314}', at)
+    headers = sending.signature_headers("msg_p5jXN8AQM9LWM0D4loKWxJek", '{"test": 2432232314}', at)
     assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
@@ -206,7 +208,7 @@ def test_the_signature_matches_the_spec_test_vector(settings):
 def test_a_delivery_is_signed_and_recorded(make_job, receiver):
     event = event_for(make_job, receiver, "/ok")
     started = time.monotonic()
-    assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
+    assert delivery.deliver(event.id) == WebhookEvent.State.DELIVERED
     elapsed_ms = (time.monotonic() - started) * 1000
     received = receiver.wait_for(1)
     assert not receiver.rejected
@@ -217,13 +219,13 @@ def test_a_delivery_is_signed_and_recorded(make_job, receiver):
     attempt = event.attempt_log.get()
     # The attempt's own time: within the delivery that made it.
     assert attempt.status_code == 200 and attempt.latency_ms <= elapsed_ms
-    assert len(attempt.response_body) == webhooks.BODY_KEPT  # the first 1 KB of a longer body
+    assert len(attempt.response_body) == sending.BODY_KEPT  # the first 1 KB of a longer body
 
 
 @pytest.mark.django_db(transaction=True)
 def test_500_twice_then_200_is_retried_with_the_same_id_until_delivered(make_job, receiver):
     event = event_for(make_job, receiver, "/flaky")
-    assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
+    assert delivery.deliver(event.id) == WebhookEvent.State.DELIVERED
     assert [a.status_code for a in event.attempt_log.all()] == [500, 500, 200]
     assert receiver.attempts[("/flaky", event.id)] == 3
     assert receiver.delivered("/flaky")[0].headers["webhook-id"] == event.id
@@ -232,7 +234,7 @@ def test_500_twice_then_200_is_retried_with_the_same_id_until_delivered(make_job
 @pytest.mark.django_db(transaction=True)
 def test_a_410_is_not_retried(make_job, receiver):
     event = event_for(make_job, receiver, "/gone")
-    assert webhooks.deliver(event.id) == WebhookEvent.State.FAILED
+    assert delivery.deliver(event.id) == WebhookEvent.State.FAILED
     attempt = event.attempt_log.get()
     assert attempt.status_code == 410 and attempt.response_body == "this endpoint is gone"
 
@@ -240,7 +242,7 @@ def test_a_410_is_not_retried(make_job, receiver):
 @pytest.mark.django_db(transaction=True)
 def test_a_redirect_is_not_followed(make_job, receiver):
     event = event_for(make_job, receiver, "/redirect")
-    assert webhooks.deliver(event.id) == WebhookEvent.State.FAILED
+    assert delivery.deliver(event.id) == WebhookEvent.State.FAILED
     assert [a.status_code for a in event.attempt_log.all()] == [302]
     assert receiver.delivered("/ok") == []
 
@@ -250,7 +252,7 @@ def test_a_slow_receiver_times_out_and_is_retried(make_job, receiver, settings):
     settings.VIDEOGEN_WEBHOOK_TIMEOUT = 1.0
     settings.VIDEOGEN_WEBHOOK_RETRY_BASE = 3600  # the retry is left to the sweep
     event = event_for(make_job, receiver, "/slow")
-    assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+    assert delivery.deliver(event.id) == WebhookEvent.State.PENDING
     attempt = event.attempt_log.get()
     assert attempt.status_code is None and "timed out" in attempt.error
     event.refresh_from_db()
@@ -262,7 +264,7 @@ def test_a_slow_receiver_times_out_and_is_retried(make_job, receiver, settings):
 def test_a_closed_connection_is_retried(make_job, receiver, settings):
     settings.VIDEOGEN_WEBHOOK_RETRY_BASE = 3600
     event = event_for(make_job, receiver, "/close")
-    assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+    assert delivery.deliver(event.id) == WebhookEvent.State.PENDING
     attempt = event.attempt_log.get()
     assert attempt.status_code is None and attempt.error
 
@@ -271,7 +273,7 @@ def test_a_closed_connection_is_retried(make_job, receiver, settings):
 def test_retries_stop_after_the_retry_window(make_job, receiver):
     event = event_for(make_job, receiver, "/close")
     WebhookEvent.objects.filter(pk=event.pk).update(retry_until=timezone.now() + timedelta(seconds=0.5))
-    assert webhooks.deliver(event.id) == WebhookEvent.State.FAILED
+    assert delivery.deliver(event.id) == WebhookEvent.State.FAILED
     event.refresh_from_db()
     assert event.last_error.startswith("gave up after")
 
@@ -280,11 +282,11 @@ def test_retries_stop_after_the_retry_window(make_job, receiver):
 def test_a_deleted_job_stops_its_retries(make_job, receiver, settings):
     settings.VIDEOGEN_WEBHOOK_RETRY_BASE = 3600
     event = event_for(make_job, receiver, "/close")
-    webhooks.deliver(event.id)
+    delivery.deliver(event.id)
     event.job.delete()
     WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())  # no-op: gone
-    assert webhooks.send_due() == 0
-    assert webhooks.deliver(event.id) == "skipped"
+    assert delivery.send_due() == 0
+    assert delivery.deliver(event.id) == "skipped"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -294,9 +296,9 @@ def test_the_sweep_queues_due_events_only(make_job, receiver):
     WebhookEvent.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
     from django_q.brokers import get_broker
 
-    broker = get_broker(list_key=webhooks.settings.VIDEOGEN_WEBHOOK_QUEUE)
+    broker = get_broker(list_key=settings.VIDEOGEN_WEBHOOK_QUEUE)
     before = broker.queue_size()
-    assert webhooks.send_due() == 1
+    assert delivery.send_due() == 1
     assert broker.queue_size() == before + 1
     assert due.pk != later.pk
 
@@ -313,7 +315,7 @@ def test_the_address_connected_to_is_checked_again(make_job, receiver, settings,
         socket, "getaddrinfo",
         lambda host, *a, **k: real("127.0.0.1", *a, **k) if host == "rebind.example" else real(host, *a, **k),
     )
-    assert webhooks.deliver(event.id) == WebhookEvent.State.FAILED
+    assert delivery.deliver(event.id) == WebhookEvent.State.FAILED
     attempt = event.attempt_log.get()
     assert "refused" in attempt.error and "127.0.0.1" in attempt.error
     assert receiver.delivered("/ok") == []
@@ -322,9 +324,9 @@ def test_the_address_connected_to_is_checked_again(make_job, receiver, settings,
 @pytest.mark.django_db(transaction=True)
 def test_resend_sends_an_event_again(make_job, receiver):
     event = event_for(make_job, receiver, "/ok")
-    webhooks.deliver(event.id)
-    assert webhooks.resend(event)
-    assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
+    delivery.deliver(event.id)
+    assert delivery.resend(event)
+    assert delivery.deliver(event.id) == WebhookEvent.State.DELIVERED
     assert len(receiver.wait_for(2)) == 2
     assert event.attempt_log.count() == 2
 
@@ -382,7 +384,7 @@ def test_an_https_delivery_goes_to_the_resolved_address_with_the_certificate_che
         event = https_event(make_job, receiver)
         resolved_here.clear()
 
-        assert webhooks.deliver(event.id) == WebhookEvent.State.DELIVERED
+        assert delivery.deliver(event.id) == WebhookEvent.State.DELIVERED
 
         [received] = receiver.wait_for(1)
         assert received.headers["webhook-id"] == event.id and not receiver.rejected
@@ -418,7 +420,7 @@ def test_a_certificate_that_does_not_verify_sends_nothing_and_is_retried(
     with https_receiver(tmp_path, chain, key) as receiver:
         event = https_event(make_job, receiver)
 
-        assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+        assert delivery.deliver(event.id) == WebhookEvent.State.PENDING
 
         attempt = event.attempt_log.get()
         assert attempt.status_code is None and "certificate verify failed" in attempt.error, attempt.error
@@ -438,7 +440,7 @@ def test_without_the_ca_bundle_the_test_cas_certificate_is_not_trusted(
     with https_receiver(tmp_path, *issued(test_ca, TLS_HOST)) as receiver:
         event = https_event(make_job, receiver)
 
-        assert webhooks.deliver(event.id) == WebhookEvent.State.PENDING
+        assert delivery.deliver(event.id) == WebhookEvent.State.PENDING
 
         assert "unable to get local issuer certificate" in event.attempt_log.get().error
         assert receiver.deliveries == []

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Status
-from jobs.recovery import parse_worker_name, reap_lost_jobs, worker_is_gone, worker_name
+from jobs.services.recovery import parse_worker_name, reap_lost_jobs, worker_is_gone, worker_name
 
 
 @pytest.fixture

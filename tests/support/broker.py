@@ -22,7 +22,7 @@ def queued_tasks() -> list[dict]:
     from django_q.models import OrmQ
     from django_q.signing import SignedPackage
 
-    from jobs.lifecycle import broker
+    from jobs.services.lifecycle import broker
 
     if settings.REDIS_URL:
         redis = broker(None)

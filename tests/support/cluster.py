@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
-from jobs.recovery import parse_worker_name
+from jobs.services.recovery import parse_worker_name
 from tests.support.processes import wait_until
 
 TIMEOUT = 180

@@ -13,7 +13,7 @@ always has.
 
 prepared_cursor(): a cursor whose statements PostgreSQL parses and plans
 once per connection, for the few statements the hot paths run over and
-over (jobs.compiled.CompiledOnce: a status poll's read, a submit's INSERT).
+over (jobs.models.compiled.CompiledOnce: a status poll's read, a submit's INSERT).
 Parsing and planning them each time cost the database more than running
 them (bench/statements.py, bench/RESULTS.md). Django's own cursors still bind
 parameters on the client, which never prepares anything. With the option

@@ -34,9 +34,9 @@ from django_q.management.commands.qcluster import Command as DjangoQClusterComma
 
 from generation.devices import held_slots, slot_directory
 from generation.worker import SHUTDOWN_SIGNAL, worker_queue
-from jobs.estimates import cluster_beat, cluster_gone
+from jobs.scheduling.estimates import cluster_beat, cluster_gone
 from jobs.models import Status, VideoGenerationJob
-from jobs.recovery import job_hand_back, parse_worker_name, reap_lost_jobs
+from jobs.services.recovery import job_hand_back, parse_worker_name, reap_lost_jobs
 from jobs.text import plural
 
 logger = logging.getLogger(__name__)

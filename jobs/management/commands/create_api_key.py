@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.exceptions import ValidationError
 
 from jobs.models import ApiKey
-from jobs.views import clean_user_id
+from jobs.api.views import clean_user_id
 
 
 class Command(BaseCommand):

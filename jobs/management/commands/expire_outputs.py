@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.retention import expire_outputs
+from jobs.services.retention import expire_outputs
 from jobs.text import plural
 
 

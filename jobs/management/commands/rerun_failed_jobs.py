@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.models import ErrorCode, VideoGenerationJob
-from jobs.operations import failed_job_list, jobs_rerun
+from jobs.services.operations import failed_job_list, jobs_rerun
 from jobs.text import plural
 
 # Jobs listed in full before the re-run; the rest are counted (-v 2 lists all).

@@ -1,7 +1,7 @@
 """
 Operator actions on many jobs at once: the Django admin's actions and the
 `rerun_failed_jobs` command both go through here, and each job through the
-single-job operations of jobs/lifecycle.py (`job_rerun`, `job_cancel`), whose conditional updates
+single-job operations of jobs/services/lifecycle.py (`job_rerun`, `job_cancel`), whose conditional updates
 decide what actually changes.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from jobs.models import ACTIVE, JobQuerySet, Status, VideoGenerationJob
-from jobs.lifecycle import ActiveJobLimitReached, job_cancel, job_rerun
+from jobs.services.lifecycle import ActiveJobLimitReached, job_cancel, job_rerun
 
 # What a skipped job was told, when its status (as selected) already ruled it out.
 # A job that looked eligible but lost the conditional update was changed by

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404
 
-from jobs.exceptions import DATABASE_DOWN, SERVER_ERROR, ApiError, database_down, error_response
+from jobs.api.exceptions import DATABASE_DOWN, SERVER_ERROR, ApiError, database_down, error_response
 
 logger = logging.getLogger(__name__)
 

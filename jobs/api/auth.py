@@ -13,7 +13,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
-from jobs.exceptions import ApiError
+from jobs.api.exceptions import ApiError
 from jobs.models import ApiKey, Priority
 
 NO_SUCH_JOB = "No such job."

@@ -1,16 +1,9 @@
 """
-Prometheus metrics (VIDEOGEN_METRICS=true), served at /metrics.
-
-Two sources, each correct however many processes there are:
-- HTTP requests, counted in the gunicorn workers with prometheus_client's
-  multiprocess mode (files under PROMETHEUS_MULTIPROC_DIR, summed at scrape):
-  a per-request database write would cost every request.
-- Jobs, counted in the database (MetricSeries) where their status changes, by
-  whichever process changes it (API, worker, reaper, admin, on any host;
-  submits are summed in memory and written once a second, SubmitCounts); the
-  gauges are read from the jobs table through the status index, and worker
-  liveness and GPU memory from the small tables the workers write. A scrape
-  reads a few hundred rows, never the whole jobs table.
+The job series, counted in the database (MetricSeries) where a job's status
+changes, by whichever process changes it; submits summed in memory and
+written once a second (SubmitCounts); and their text for a scrape
+(render_jobs), with the gauges read from the jobs table and the workers'
+small tables.
 """
 
 import atexit
@@ -28,9 +21,9 @@ from django.db.models import Count
 from django.dispatch import receiver
 from django.utils import timezone
 
-from jobs.deployment import served_models
 from jobs.models import ACTIVE, FINISHED, ClusterBeat, MetricSeries, Status, VideoGenerationJob, WorkerGpu
-from jobs.signals import job_status_changed
+from jobs.models.signals import job_status_changed
+from jobs.scheduling.deployment import served_models
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +31,6 @@ logger = logging.getLogger(__name__)
 # milliseconds (an idle worker) to hours (a backlog).
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600)
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 HELP = {
     "videogen_jobs_submitted_total": ("counter", "Jobs accepted by POST /generate."),
@@ -122,7 +114,11 @@ SUBMITS_WRITTEN_EVERY = 1.0
 
 
 class SubmitCounts:
-    """One process's submits not yet written, by model, and the thread that writes them."""
+    """
+    One process's submits not yet written, by model, and the thread that
+    writes them every `written_every` seconds; with 0, each submit's count
+    is written at once, in the submitting thread.
+    """
 
     def __init__(self, written_every: float):
         self.written_every = written_every
@@ -134,11 +130,14 @@ class SubmitCounts:
     def add(self, model: str) -> None:
         with self._lock:
             self._counts[model] += 1
-            if self._writer is None:
+            if self.written_every and self._writer is None:
                 self._writer = threading.Thread(target=self._write_forever, name="submit counts", daemon=True)
                 self._writer.start()
                 atexit.register(self.write)
-        self._waiting.set()
+        if self.written_every:
+            self._waiting.set()
+        else:
+            self.write()
 
     def write(self) -> None:
         """Write the counts so far; any the database refuses are kept for the next write."""
@@ -186,7 +185,7 @@ def record_submitted(model: str) -> None:
     submit_counts.add(model)
 
 
-@receiver(job_status_changed, dispatch_uid="jobs.metrics.status_changed")
+@receiver(job_status_changed, dispatch_uid="jobs.metrics.series.status_changed")
 def _status_changed(sender, *, job, status: str, **kwargs) -> None:
     rows = transition_rows(job, status)
     if rows:
@@ -234,58 +233,6 @@ def record_gpu_memory(worker: str, device: str) -> None:
         )
     except DatabaseError:
         logger.warning("could not record GPU memory", exc_info=True)
-
-
-# --- HTTP (gunicorn workers, multiprocess) ------------------------------------
-
-_http = None
-
-
-def _http_metrics():
-    global _http
-    if _http is None:
-        from prometheus_client import Counter, Histogram
-
-        _http = (
-            Counter("videogen_http_requests", "HTTP requests answered.", ["view", "method", "status"]),
-            Histogram("videogen_http_request_duration_seconds", "Time to answer, by view.", ["view", "method"],
-                      buckets=HTTP_BUCKETS),
-        )
-    return _http
-
-
-class MetricsMiddleware:
-    """Counts and times every request (installed only with VIDEOGEN_METRICS=true)."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        started = time.perf_counter()
-        response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        view = (match.url_name or match.view_name) if match else "unmatched"
-        method = request.method if request.method in KNOWN_METHODS else "other"
-        requests, latency = _http_metrics()
-        requests.labels(view, method, str(response.status_code)).inc()
-        latency.labels(view, method).observe(time.perf_counter() - started)
-        return response
-
-
-# Anything else is "other", so that clients cannot create series at will.
-KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-
-
-# --- The scrape ---------------------------------------------------------------
-
-
-def render() -> str:
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    return generate_latest(registry).decode() + render_jobs()
 
 
 def render_jobs() -> str:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from jobs.deployment import queue_for_model
+from jobs.scheduling.deployment import queue_for_model
 from jobs.models import ClusterBeat, Status, VideoGenerationJob, WorkerGpu
 
 

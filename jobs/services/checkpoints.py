@@ -13,7 +13,7 @@ import logging
 from django.core.files.storage import Storage, default_storage
 from django.db.models import Q
 
-from jobs.files import put_replacing
+from jobs.services.files import put_replacing
 from jobs.models import Status, VideoGenerationJob
 from videogen.logformat import log_fields
 

@@ -25,20 +25,20 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import schema
-from jobs.auth import NO_SUCH_JOB, acting_user_id, check_submit_priority
-from jobs.deployment import served_models
-from jobs import events
-from jobs.exceptions import RETRY_SOON, ApiError, error_response
-from jobs.files import Missing, StorageUnavailable, delete_files, live_preview_name, open_stored, presigned_url, redirects_to_storage
-from jobs.http import file_response
-from jobs.inputs import CONTENT_TYPES, IMAGE_FIELDS, store_images
-from jobs.metrics import render
+from jobs.api import schema
+from jobs.api.auth import NO_SUCH_JOB, acting_user_id, check_submit_priority
+from jobs.scheduling.deployment import served_models
+from jobs.api import events
+from jobs.api.exceptions import RETRY_SOON, ApiError, error_response
+from jobs.services.files import Missing, StorageUnavailable, delete_files, live_preview_name, open_stored, presigned_url, redirects_to_storage
+from jobs.api.http import file_response
+from jobs.api.inputs import CONTENT_TYPES, IMAGE_FIELDS, store_images
+from jobs.metrics.http import render
 from jobs.models import (
     FINISHED, USER_ID_MAX_LENGTH, JobQuerySet, Mode, Priority, Status, VideoGenerationJob, count_up_to,
 )
 from jobs.representation import render_datetime
-from jobs.serializers import (
+from jobs.api.serializers import (
     GenerationRequest,
     JobSerializer,
     JobStatusSerializer,
@@ -47,7 +47,7 @@ from jobs.serializers import (
     generation_params,
     has_control_characters,
 )
-from jobs.lifecycle import (
+from jobs.services.lifecycle import (
     ActiveJobLimitReached,
     IdempotencyKeyReused,
     JobInputs,
@@ -90,7 +90,7 @@ def requested_user_id(
     The optional user_id filter, stripped like the one given at submit. It
     is taken from the query string and, where `body` (cancel, a POST), also
     from a JSON body; given in both, they must agree. `scoped`: the user_id
-    the request acts as (jobs.auth.acting_user_id), else the one named.
+    the request acts as (jobs.api.auth.acting_user_id), else the one named.
     """
     check_query_params(request, allowed)
     candidates = []
@@ -238,7 +238,7 @@ JOB_FILES = {
     "poster": JobFile("poster", "image/jpeg"),
     "preview": JobFile("preview", "image/webp"),
 }
-# A running job's live preview (generation/runner.py stores it under jobs.files.live_preview_name).
+# A running job's live preview (generation/runner.py stores it under jobs.services.files.live_preview_name).
 LIVE_PREVIEW = JobFile("preview", "image/jpeg")
 
 
@@ -310,7 +310,7 @@ class WithoutFields(SimpleMetadata):
         return {}
 
 
-# The job endpoints, under the original service's paths (jobs/urls.py maps
+# The job endpoints, under the original service's paths (jobs/api/urls.py maps
 # each path and method to an action). Every action but create reads through
 # get_queryset(): the requesting user's jobs, and nobody else's. (A comment,
 # not a docstring: drf-spectacular would print a docstring in every operation.)
@@ -321,7 +321,7 @@ class JobViewSet(viewsets.GenericViewSet):
 
     @property
     def throttle_kind(self) -> str:
-        # Which rate limit applies (jobs.auth): submits have their own.
+        # Which rate limit applies (jobs.api.auth): submits have their own.
         return "submit" if self.action == "create" else "read"
 
     def requested_user_id(self) -> str | None:
@@ -365,7 +365,7 @@ class JobViewSet(viewsets.GenericViewSet):
             return super().perform_content_negotiation(request, force)
         # The API's renderers plus the file's type; only here, not in
         # get_renderers(), so nothing else (the schema, ?format=) sees it.
-        # Whichever wins, errors (404, 409, ...) are JSON (jobs.exceptions).
+        # Whichever wins, errors (404, 409, ...) are JSON (jobs.api.exceptions).
         renderers = [*self.get_renderers(), _FileType(job_file.content_type)]
         try:
             self.get_content_negotiator().select_renderer(request, renderers, self.format_kwarg)

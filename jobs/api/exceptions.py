@@ -125,7 +125,7 @@ def api_exception_handler(exc, context) -> HttpResponse | None:
     if not isinstance(exc, exceptions.APIException):
         return None
     # Imported here: rest_framework.views reads DEFAULT_CONTENT_NEGOTIATION_CLASS
-    # (jobs.http, which raises these errors) as it is imported.
+    # (jobs.api.http, which raises these errors) as it is imported.
     from rest_framework.views import set_rollback
 
     set_rollback()

@@ -4,7 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
 
-from jobs.serializers import VideoInfo
+from jobs.api.serializers import VideoInfo
 
 
 class ErrorSerializer(serializers.Serializer):

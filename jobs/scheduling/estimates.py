@@ -84,10 +84,10 @@ places no job behind where the stored order before it did
 (no_worse_than), and a submit starts the rebuild at once
 (job_entered_queue).
 
-REBUILD_INLINE (for tests) rebuilds in the polling thread instead, at
-once: a background thread has its own database connection, and
-under pytest's non-transactional django_db it cannot see the test's rows.
-tests/conftest.py sets it for every test.
+How a stale snapshot is rebuilt is one object, `rebuilds` (Rebuilds: in
+the background). The tests swap in one that builds in the polling thread
+(tests/support/estimates.py): a background thread has its own database
+connection, and cannot see a test's uncommitted rows.
 """
 
 import heapq
@@ -106,9 +106,9 @@ from django.db.models import Count, F, FloatField, Min, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from jobs.deployment import queue_for_model
+from jobs.scheduling.deployment import queue_for_model
 from jobs.models import ClusterBeat, QueueSnapshot, Status, VideoGenerationJob, this_deployment
-from jobs.queue import fair_key, live_workers, pending_for, served_by, user_weights, worker_time_used
+from jobs.scheduling.queue import fair_key, live_workers, pending_for, served_by, user_weights, worker_time_used
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,6 @@ POISSON_MAX_MEAN = 30.0
 POISSON_TERMS = 72
 # Arrivals.waits solves this many jobs' waits at a time (jobs x users arrays).
 WAITS_PER_BLOCK = 512
-# Tests: rebuild snapshots in the polling thread (see the module docstring).
-REBUILD_INLINE = False
 
 
 def frame_pixels(frames: int, width: int, height: int) -> int:
@@ -792,24 +790,59 @@ def _newest_stored(queue: str | None) -> None:
                 _snapshots[queue] = stored
 
 
-def _snapshot_for(queue: str | None, job: VideoGenerationJob) -> Snapshot:
-    _newest_stored(queue)
-    with _snapshot_lock:
-        snapshot = _snapshots.get(queue)
-        if snapshot is not None and not _needs_rebuild(snapshot, job):
+class Rebuilds:
+    """
+    How this process rebuilds a queue's snapshot once it is stale: in a
+    background thread, while polls answer at once from the one it has; and a
+    submit starts one at once.
+    """
+
+    def stale(self, queue: str | None, job: VideoGenerationJob) -> Snapshot:
+        """The snapshot a poll of `job` answers from, this process's for the queue being stale."""
+        with _snapshot_lock:
+            snapshot = _snapshots[queue]
+            if _needs_rebuild(snapshot, job):
+                _rebuild_in_background(queue, snapshot, job)
             return snapshot
-        if snapshot is not None and not REBUILD_INLINE:
-            _rebuild_in_background(queue, snapshot, job)
-            return snapshot
+
+    def entered(self, queue: str | None, job: VideoGenerationJob) -> None:
+        """`job` was submitted to the queue."""
+        with _snapshot_lock:
+            snapshot = _snapshots.get(queue)
+            # A process without a snapshot builds one at its first poll.
+            if snapshot is not None:
+                _rebuild_in_background(queue, snapshot, job)
+
+
+rebuilds = Rebuilds()
+
+
+def build_now(queue: str | None, job: VideoGenerationJob, *, if_stale: bool = True) -> Snapshot:
+    """
+    Build the queue's snapshot in this thread when this process has none,
+    or (if_stale) when its own is stale for a poll of `job`. One build at a
+    time: a thread that waited for another's takes that one.
+    """
     with _inline_lock:
         with _snapshot_lock:
             snapshot = _snapshots.get(queue)
-        # Another thread may have built it while this one waited.
-        if snapshot is None or (REBUILD_INLINE and _needs_rebuild(snapshot, job)):
+        if snapshot is None or (if_stale and _needs_rebuild(snapshot, job)):
             snapshot = _fresh_snapshot(queue, _wanted_after(snapshot, job), wait=False)
             with _snapshot_lock:
                 _snapshots[queue] = snapshot
     return snapshot
+
+
+def _snapshot_for(queue: str | None, job: VideoGenerationJob) -> Snapshot:
+    _newest_stored(queue)
+    with _snapshot_lock:
+        snapshot = _snapshots.get(queue)
+    if snapshot is None:
+        # The process's first is built here, not waited for in the background.
+        return build_now(queue, job, if_stale=False)
+    if not _needs_rebuild(snapshot, job):
+        return snapshot
+    return rebuilds.stale(queue, job)
 
 
 def job_entered_queue(job: VideoGenerationJob) -> None:
@@ -817,14 +850,7 @@ def job_entered_queue(job: VideoGenerationJob) -> None:
     A job was submitted: start the queue's rebuild now rather than at the
     client's first poll, so its position is there within about a second.
     """
-    if REBUILD_INLINE:
-        return
-    queue = queue_for_model(job.model_name)
-    with _snapshot_lock:
-        snapshot = _snapshots.get(queue)
-        # A process without a snapshot builds one at its first poll.
-        if snapshot is not None:
-            _rebuild_in_background(queue, snapshot, job)
+    rebuilds.entered(queue_for_model(job.model_name), job)
 
 
 def queue_standing(job: VideoGenerationJob) -> tuple[int | None, datetime | None]:

@@ -14,12 +14,12 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
 from generation.params import GenerationParams
-from jobs.checkpoints import job_drop_checkpoint
-from jobs.deployment import queue_for_model, queue_timeout
-from jobs.estimates import job_entered_queue
-from jobs.files import delete_files
+from jobs.services.checkpoints import job_drop_checkpoint
+from jobs.scheduling.deployment import queue_for_model, queue_timeout
+from jobs.scheduling.estimates import job_entered_queue
+from jobs.services.files import delete_files
 from jobs.models import ACTIVE, STORED_FILES, ErrorCode, Mode, Priority, Status, VideoGenerationJob
-from jobs.metrics import record_submitted
+from jobs.metrics.series import record_submitted
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class JobInputs:
     """What a job is made from besides its parameters: its stored images, or the job whose video it extends."""
 
     mode: str = Mode.TEXT_TO_VIDEO
-    # Storage names (jobs.inputs.store_images); "" for none.
+    # Storage names (jobs.api.inputs.store_images); "" for none.
     image: str = ""
     last_image: str = ""
     image_fit: str = "crop"
@@ -194,7 +194,7 @@ def _job_for_key(user_id: str, key: str) -> VideoGenerationJob | None:
 def job_enqueue(job: VideoGenerationJob) -> None:
     """
     Wake a worker of the job's queue: the job waits in the jobs table, and
-    the worker claims whichever job the fair policy picks (jobs/queue.py).
+    the worker claims whichever job the fair policy picks (jobs/scheduling/queue.py).
     If the broker refuses, the job fails with the reason instead of waiting
     forever for a wake-up that was never sent.
     """

@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-MAX_URL_LENGTH = 2000
+from jobs.models import MAX_URL_LENGTH
 
 
 class RefusedURL(ValueError):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.files import StorageUnavailable, delete_files
+from jobs.services.files import StorageUnavailable, delete_files
 from jobs.models import FINISHED, STORED_FILES, VideoGenerationJob
 from videogen.logformat import log_fields
 

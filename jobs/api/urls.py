@@ -1,8 +1,8 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs import views
-from jobs.http import JsonOptionsNegotiation
+from jobs.api import views
+from jobs.api.http import JsonOptionsNegotiation
 
 job_actions = views.JobViewSet.as_view
 

@@ -8,8 +8,8 @@ from django.utils.http import http_date, parse_http_date_safe
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
-from jobs.exceptions import ApiError
-from jobs.files import LocalFile, S3Object
+from jobs.api.exceptions import ApiError
+from jobs.services.files import LocalFile, S3Object
 
 # RFC 9110 section 14.1.2, one range only: `bytes=first-last`, `bytes=first-`
 # or `bytes=-suffix`. ASCII digits only (\d would take any script's digits).
@@ -48,7 +48,7 @@ class JsonOptionsNegotiation(JsonFirstNegotiation):
     For drf-spectacular's /schema and /docs: their own renderers (YAML, the
     docs' HTML template) for what they serve, JSON for an OPTIONS answer
     (DRF's metadata, which the docs' template cannot render). Their errors
-    are JSON already: every API error is (jobs.exceptions.error_response).
+    are JSON already: every API error is (jobs.api.exceptions.error_response).
     """
 
     def select_renderer(self, request, renderers, format_suffix=None):

@@ -21,12 +21,13 @@ from generation.params import (
 )
 from generation.images import IMAGE_FITS
 from generation.registry import ModelSpec
-from jobs.auth import acting_user_id
-from jobs.deployment import served_models
-from jobs.exceptions import ApiError
-from jobs.inputs import IMAGE_FIELDS, ImageInput, read_image
+from jobs.api.auth import acting_user_id
+from jobs.scheduling.deployment import served_models
+from jobs.api.exceptions import ApiError
+from jobs.api.inputs import IMAGE_FIELDS, ImageInput, read_image
 from jobs.models import (
     DEFAULT_WEBHOOK_EVENTS,
+    MAX_URL_LENGTH,
     USER_ID_MAX_LENGTH,
     WEBHOOK_STATUSES,
     ErrorCode,
@@ -35,11 +36,11 @@ from jobs.models import (
     Status,
     VideoGenerationJob,
 )
-from jobs.outbound import MAX_URL_LENGTH
 from jobs.representation import (
     JOB_FIELDS, JOB_STATUS_FIELDS, SUBMISSION_FIELDS, VIDEO_FIELDS, job_representation, public_run_info,
 )
-from jobs.webhooks import RefusedURL, check_url
+from jobs.services.outbound import RefusedURL
+from jobs.webhooks.sending import check_url
 
 WEBHOOK_EVENT_CHOICES = [status.value for status in WEBHOOK_STATUSES]
 
@@ -120,7 +121,7 @@ def _copy_field(field: serializers.Field) -> serializers.Field:
     }
 )
 class ImageInputField(serializers.Field):
-    """An input image, read and checked whole (jobs.inputs.read_image)."""
+    """An input image, read and checked whole (jobs.api.inputs.read_image)."""
 
     def to_internal_value(self, data) -> ImageInput:
         return read_image(self.field_name, data)
@@ -409,7 +410,7 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobStatusSerializer(JobSerializer):
-    """GET /job: the job, and where it stands (jobs/estimates.py); null when finished or unknown."""
+    """GET /job: the job, and where it stands (jobs/scheduling/estimates.py); null when finished or unknown."""
 
     queue_position = serializers.IntegerField(read_only=True, allow_null=True, min_value=1)
     estimated_start_at = serializers.DateTimeField(read_only=True, allow_null=True)

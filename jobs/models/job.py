@@ -1,26 +1,22 @@
 import copy
-import hashlib
-import hmac
-import secrets
-import time
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Count, F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from generation.params import FIRST_LAST_FRAME, IMAGE_TO_VIDEO, TEXT_TO_VIDEO, GenerationParams
-from jobs.compiled import CompiledInsert, CompiledQuery
-from jobs.outbound import MAX_URL_LENGTH
-from jobs.signals import job_progressed, job_status_changed
+from jobs.models.compiled import CompiledInsert, CompiledQuery
+from jobs.models.signals import job_progressed, job_status_changed
 
 
 # The longest user_id a job or an API key takes, wherever one is given.
 USER_ID_MAX_LENGTH = 100
+# The longest URL a job takes (a webhook, an image to fetch), wherever one is given.
+MAX_URL_LENGTH = 2000
 
 
 class Status(models.TextChoices):
@@ -40,7 +36,7 @@ DEFAULT_WEBHOOK_EVENTS = [Status.COMPLETED.value, Status.FAILED.value, Status.CA
 
 # Every file a job may have in storage: its outputs, then its inputs.
 OUTPUT_FILES = ("video", "poster", "preview")
-# The checkpoint is a running job's saved state (jobs/checkpoints.py), gone once it ends.
+# The checkpoint is a running job's saved state (jobs/services/checkpoints.py), gone once it ends.
 STORED_FILES = (*OUTPUT_FILES, "image", "last_image", "checkpoint")
 
 
@@ -54,7 +50,7 @@ class Mode(models.TextChoices):
 
 
 class Priority(models.IntegerChoices):
-    """Which waiting jobs a worker takes first (jobs/queue.py); fair share orders users within one."""
+    """Which waiting jobs a worker takes first (jobs/scheduling/queue.py); fair share orders users within one."""
 
     LOW = 0, "low"
     NORMAL = 1, "normal"
@@ -135,7 +131,7 @@ class JobQuerySet(models.QuerySet):
     def insert(self, job: "VideoGenerationJob") -> "VideoGenerationJob":
         """
         Save a new job: create()'s INSERT, compiled once per process (see
-        jobs.compiled.CompiledOnce). The submit's insert.
+        jobs.models.compiled.CompiledOnce). The submit's insert.
         """
         self._for_write = True  # as create() does: the database written to
         _job_insert.insert(job, self.db)
@@ -189,7 +185,7 @@ class VideoGenerationJob(models.Model):
     error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True, default="")
     # Times the job has been queued to run: 1 at submit, +1 for each re-run.
     attempts = models.PositiveSmallIntegerField(default=1)
-    # When the job was last handed to the broker (see jobs.recovery).
+    # When the job was last handed to the broker (see jobs.services.recovery).
     queued_at = models.DateTimeField(null=True, blank=True)
     # Which worker process holds a running job, and when it last said so.
     worker = models.CharField(max_length=200, blank=True, default="")
@@ -213,7 +209,7 @@ class VideoGenerationJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     # When the first denoising step was reported, and the step in
-    # current_step: a running job's own step rate (jobs/estimates.py).
+    # current_step: a running job's own step rate (jobs/scheduling/estimates.py).
     first_step_at = models.DateTimeField(null=True, blank=True)
     stepped_at = models.DateTimeField(null=True, blank=True)
     # Where to send this job's events (jobs.webhooks), and which of them.
@@ -222,7 +218,7 @@ class VideoGenerationJob(models.Model):
     # When VIDEOGEN_RETENTION_DAYS removed the job's files (the row stays).
     expired_at = models.DateTimeField(null=True, blank=True)
     # The inputs besides the prompt: the images as the client sent them
-    # (jobs.inputs), how they are fitted to width x height, the job whose
+    # (jobs.api.inputs), how they are fitted to width x height, the job whose
     # video this one extends, and each image's sha256, format and size.
     mode = models.CharField(max_length=32, choices=Mode.choices, default=Mode.TEXT_TO_VIDEO)
     image = models.FileField(max_length=500, blank=True)
@@ -234,16 +230,16 @@ class VideoGenerationJob(models.Model):
     # cancelled (deadline_exceeded). Cleared when it first starts.
     start_deadline_at = models.DateTimeField(null=True, blank=True)
     # Every status the job has had, in order, comma-separated: the event
-    # stream's ids and resumes are derived from it (jobs/events.py).
+    # stream's ids and resumes are derived from it (jobs/api/events.py).
     status_log = models.TextField(default=Status.PENDING.value, editable=False)
     # The denoising state of an unfinished run and the step it was saved
-    # after: a requeued job goes on from it (jobs/checkpoints.py). Kept
+    # after: a requeued job goes on from it (jobs/services/checkpoints.py). Kept
     # across requeues, removed when the job ends.
     checkpoint = models.FileField(max_length=500, blank=True)
     checkpoint_step = models.PositiveSmallIntegerField(default=0)
     priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
     # Set on a running job that is to checkpoint and go back to pending for a
-    # waiting high-priority one (jobs/queue.py, preemption); its worker reads
+    # waiting high-priority one (jobs/scheduling/queue.py, preemption); its worker reads
     # it with its next progress write.
     yield_requested_at = models.DateTimeField(null=True, blank=True)
     # How often the job yielded its worker that way; run_info.preemptions shows it.
@@ -280,7 +276,7 @@ class VideoGenerationJob(models.Model):
             models.Index(fields=["user_id", "submitted_at"], name="job_user_submitted_idx"),
             models.Index(fields=["model_name", "submitted_at"], name="job_model_submitted_idx"),
             models.Index(fields=["error_code", "submitted_at"], name="job_error_submitted_idx"),
-            # The fair claim (jobs/queue.py): the users waiting, and each
+            # The fair claim (jobs/scheduling/queue.py): the users waiting, and each
             # one's oldest pending job. Partial, so it holds only the queue;
             # model_name makes the users' scan index-only.
             models.Index(
@@ -388,11 +384,11 @@ class VideoGenerationJob(models.Model):
         """
         Back to pending, as a transition (False when another process got there
         first), with REQUEUE_RESETS and, when count_attempt, one more attempt.
-        The caller wakes a worker (jobs.lifecycle.job_enqueue) once it is committed.
+        The caller wakes a worker (jobs.services.lifecycle.job_enqueue) once it is committed.
         """
         # A copy: run_info's {} must not be shared between instances.
         fields = {**copy.deepcopy(self.REQUEUE_RESETS), **fields}
-        # Back in the queue from now (jobs.estimates, jobs.recovery read it).
+        # Back in the queue from now (jobs.scheduling.estimates, jobs.services.recovery read it).
         fields["queued_at"] = timezone.now()
         if count_attempt:
             fields["attempts"] = F("attempts") + 1
@@ -496,7 +492,7 @@ class VideoGenerationJob(models.Model):
         return f"{self.id}.mp4"
 
 
-# The hot paths' SQL (see jobs.compiled.CompiledOnce): a status poll's read, with a user
+# The hot paths' SQL (see jobs.models.compiled.CompiledOnce): a status poll's read, with a user
 # filter and without; a submit's INSERT and its active-job cap's count.
 _visible_to_user = CompiledQuery(
     lambda user, job: VideoGenerationJob.objects.for_user(user).filter(pk=job).order_by(),
@@ -529,7 +525,7 @@ class PendingFile(models.Model):
     A file an attempt of a job writes to storage (the job's outputs, and any
     other file named here), recorded before it is written and forgotten once
     the job points at it or it is deleted. The reaper removes the files of
-    attempts that ended otherwise (jobs.recovery.sweep_unfinished_files):
+    attempts that ended otherwise (jobs.services.recovery.sweep_unfinished_files):
     a worker killed between its uploads and the job's final write.
     """
 
@@ -546,292 +542,3 @@ class PendingFile(models.Model):
 
     class Meta:
         db_table = "videogen_pending_files"
-
-
-class UserWeight(models.Model):
-    """
-    An operator's share for one user under the fair policy: weight 2 gets
-    twice the worker time of weight 1. Users not listed weigh 1.
-    """
-
-    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH, unique=True)
-    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(1000)])
-    note = models.CharField(max_length=200, blank=True, default="")
-
-    class Meta:
-        db_table = "video_generation_user_weights"
-        ordering = ["user_id"]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} × {self.weight:g}"
-
-
-class ClusterBeatQuerySet(models.QuerySet):
-    def live(self) -> "ClusterBeatQuerySet":
-        """The clusters that beat within ClusterBeat.liveness_seconds(): the one rule for "alive"."""
-        return self.filter(seen_at__gte=timezone.now() - timedelta(seconds=ClusterBeat.liveness_seconds()))
-
-
-class ClusterBeat(models.Model):
-    """
-    A qcluster, refreshed by its parent's reaper thread every
-    VIDEOGEN_REAPER_INTERVAL: where it runs, which queue it serves and its
-    worker processes. The one liveness record: the estimates count live
-    workers from it, /metrics reports them, the admin's Fleet page shows it.
-    """
-
-    # host:pid of the qcluster parent; a host may run several clusters.
-    name = models.CharField(max_length=200, primary_key=True)
-    host = models.CharField(max_length=200, default="")
-    deployment = models.CharField(max_length=100, default=this_deployment)
-    # "" for the default queue, else a VIDEOGEN_MODEL_QUEUES queue.
-    queue = models.CharField(max_length=100, blank=True, default="")
-    # Worker processes it runs (VIDEOGEN_WORKERS): the estimates' capacity.
-    workers = models.PositiveSmallIntegerField()
-    # Those alive at the last beat, each holding a slot: [{"pid", "slot", "device"}], by slot.
-    processes = models.JSONField(default=list, blank=True)
-    seen_at = models.DateTimeField()
-
-    objects = ClusterBeatQuerySet.as_manager()
-
-    class Meta:
-        db_table = "video_generation_cluster_beats"
-        verbose_name = "Fleet"
-        verbose_name_plural = "Fleet"
-
-    @staticmethod
-    def liveness_seconds() -> float:
-        """A cluster silent for longer is gone: two missed beats, and never less than a job's heartbeat timeout."""
-        return max(2 * settings.VIDEOGEN_REAPER_INTERVAL, settings.VIDEOGEN_HEARTBEAT_TIMEOUT)
-
-    @property
-    def is_live(self) -> bool:
-        return timezone.now() - self.seen_at <= timedelta(seconds=self.liveness_seconds())
-
-
-class QueueSnapshot(models.Model):
-    """
-    A queue's order and estimated starts as one process of the deployment
-    last built them (jobs/estimates.py), so that the others load them
-    instead of each reading the whole queue again.
-    """
-
-    # "" for the default queue, else a VIDEOGEN_MODEL_QUEUES queue.
-    queue = models.CharField(max_length=100, primary_key=True)
-    taken_at = models.DateTimeField()
-    # How long the build took: rebuilds wait for estimates.REBUILD_SHARE of it.
-    build_seconds = models.FloatField()
-    # estimates.encode_standing(): each waiting job's id, position and estimated start.
-    standing = models.BinaryField()
-    # A process is building the next snapshot until then: the others wait for it instead of building too.
-    building_until = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        db_table = "video_generation_queue_snapshots"
-
-
-# Keys this process checked, by the SHA-256 of the presented text: (key,
-# when checked). Only live keys are kept, at most MAX_CACHED_KEYS of them.
-_checked_keys: dict[str, tuple["ApiKey", float]] = {}
-MAX_CACHED_KEYS = 10_000
-
-
-class ApiKeyQuerySet(models.QuerySet):
-    def verify(self, presented: str) -> "ApiKey | None":
-        """
-        The live key `presented` is, or None. A key this process checked
-        within VIDEOGEN_API_KEY_CACHE_SECONDS is trusted without asking the
-        database again: that query was a sixth of a status poll's cost
-        (bench/RESULTS.md, API keys). So a revocation holds at once in the
-        process that made it and within those seconds in every other.
-        Invalid keys are never remembered, so guessing fills nothing.
-        """
-        ttl = settings.VIDEOGEN_API_KEY_CACHE_SECONDS
-        digest = hash_api_key(presented)
-        now = time.monotonic()
-        cached = _checked_keys.get(digest)
-        if cached is not None and now - cached[1] < ttl:
-            return cached[0]
-        key = self._verify_in_database(presented, digest)
-        if key is None:
-            _checked_keys.pop(digest, None)
-        elif ttl:
-            if len(_checked_keys) >= MAX_CACHED_KEYS:
-                _checked_keys.clear()
-            _checked_keys[digest] = (key, now)
-        return key
-
-    def _verify_in_database(self, presented: str, digest: str) -> "ApiKey | None":
-        """
-        Keys are looked up by their public prefix and compared by hash in
-        constant time; the key itself is never stored.
-        """
-        prefix, sep, _ = presented.partition(".")
-        if not sep or not prefix.startswith(API_KEY_PREFIX) or len(presented) > 200:
-            return None
-        try:
-            # The prefix is unique: get() (no ORDER BY, unlike first()) on its index.
-            key = self.get(prefix=prefix, revoked_at__isnull=True)
-        except self.model.DoesNotExist:
-            return None
-        return key if hmac.compare_digest(key.hashed, digest) else None
-
-
-# Keys look like vg_<16 hex>.<43 url-safe characters>: the part before the dot
-# is stored as is (to find the row, and to tell keys apart in the admin), the
-# whole key only as a SHA-256. 256 random bits need no slow hash: nobody can
-# guess them, and a fast one keeps every request cheap.
-API_KEY_PREFIX = "vg_"
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-class ApiKey(models.Model):
-    name = models.CharField(max_length=100, blank=True, default="")
-    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH)
-    # An operator key acts for any user_id, and for every user when none is given.
-    operator = models.BooleanField(default=False)
-    # What the key may do beyond submitting and reading its user's jobs (ApiKey.SCOPES).
-    scopes = models.JSONField(default=list, blank=True)
-    prefix = models.CharField(max_length=32, unique=True)
-    hashed = models.CharField(max_length=64)
-    created_at = models.DateTimeField(default=timezone.now)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    objects = ApiKeyQuerySet.as_manager()
-
-    class Meta:
-        db_table = "videogen_api_keys"
-        ordering = ["-created_at"]
-        verbose_name = "API key"
-
-    # priority: submit jobs with priority high.
-    SCOPES = ("priority",)
-
-    def __str__(self) -> str:
-        return f"{self.prefix} ({self.user_id}{', operator' if self.operator else ''})"
-
-    @classmethod
-    def issue(
-        cls, *, user_id: str, operator: bool = False, name: str = "", scopes: list[str] | tuple[str, ...] = ()
-    ) -> tuple["ApiKey", str]:
-        """A new key and its secret text, which exists only in this return value."""
-        unknown = set(scopes) - set(cls.SCOPES)
-        if unknown:
-            raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
-        prefix = API_KEY_PREFIX + secrets.token_hex(8)
-        text = f"{prefix}.{secrets.token_urlsafe(32)}"
-        key = cls.objects.create(
-            name=name, user_id=user_id, operator=operator, scopes=sorted(set(scopes)), prefix=prefix,
-            hashed=hash_api_key(text),
-        )
-        return key, text
-
-    def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes
-
-    def revoke(self) -> bool:
-        """Revoke the key; False when it already was. Its next request is a 401."""
-        now = timezone.now()
-        updated = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now) == 1
-        if updated:
-            self.revoked_at = now
-        # At once in this process; other processes within VIDEOGEN_API_KEY_CACHE_SECONDS.
-        _checked_keys.clear()
-        return updated
-
-    @property
-    def is_authenticated(self) -> bool:
-        # DRF's IsAuthenticated asks request.user this; a key is its own user.
-        return True
-
-
-class MetricSeries(models.Model):
-    """
-    One Prometheus counter or histogram series for job events, kept in the
-    database so that every process that changes jobs (gunicorn workers, the
-    qcluster's workers, on any host) adds to the same total (jobs/metrics.py).
-    """
-
-    name = models.CharField(max_length=100)
-    # Rendered Prometheus labels, 'model="tiny-random",status="completed"'.
-    labels = models.CharField(max_length=500)
-    value = models.FloatField(default=0)
-
-    class Meta:
-        db_table = "videogen_metric_series"
-        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="metric_series_unique")]
-
-
-class WorkerGpu(models.Model):
-    """A worker process's CUDA memory, written after each job and with each heartbeat."""
-
-    worker = models.CharField(max_length=200, primary_key=True)
-    host = models.CharField(max_length=200)
-    device = models.CharField(max_length=50)
-    used_bytes = models.BigIntegerField()
-    peak_bytes = models.BigIntegerField()
-    updated_at = models.DateTimeField()
-
-    class Meta:
-        db_table = "videogen_worker_gpus"
-
-
-class WebhookEvent(models.Model):
-    """
-    One event to send to a job's webhook_url: recorded with the state change,
-    delivered by jobs.webhooks on its own queue until the receiver takes it
-    or retries run out. Deleting the job deletes its events, which stops
-    their retries.
-    """
-
-    class State(models.TextChoices):
-        PENDING = "pending"  # to be sent (again) at next_attempt_at
-        DELIVERED = "delivered"  # the receiver answered 2xx
-        FAILED = "failed"  # a 4xx other than 429, or retries ran out
-
-    # The webhook-id header: the same on every attempt, so receivers can
-    # drop duplicates (delivery is at least once).
-    id = models.CharField(primary_key=True, max_length=40)
-    job = models.ForeignKey(VideoGenerationJob, on_delete=models.CASCADE, related_name="webhook_events_sent")
-    type = models.CharField(max_length=32)
-    url = models.CharField(max_length=MAX_URL_LENGTH)
-    # The exact body that is signed and sent on every attempt.
-    payload = models.TextField()
-    created_at = models.DateTimeField(default=timezone.now)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    # Retries stop after this (VIDEOGEN_WEBHOOK_RETRY_HOURS after the event, or after a resend).
-    retry_until = models.DateTimeField()
-    # An attempt in flight holds the event until then (a dead worker's hold expires).
-    locked_until = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-
-    class Meta:
-        db_table = "webhook_events"
-        ordering = ["created_at"]
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due_idx")]
-
-    def __str__(self) -> str:
-        return f"{self.type} {self.id}"
-
-
-class WebhookAttempt(models.Model):
-    """One HTTP request of a delivery, as the admin shows it."""
-
-    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="attempt_log")
-    attempted_at = models.DateTimeField(default=timezone.now)
-    # None when no response came (timeout, refused, connection closed).
-    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    latency_ms = models.PositiveIntegerField()
-    # The first 1 KB of the response body, or what went wrong.
-    response_body = models.TextField(blank=True, default="")
-    error = models.TextField(blank=True, default="")
-
-    class Meta:
-        db_table = "webhook_attempts"
-        ordering = ["attempted_at", "id"]

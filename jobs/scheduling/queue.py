@@ -24,7 +24,7 @@ from django.db.models import DurationField, ExpressionWrapper, F, Min, Q, QueryS
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from jobs.deployment import model_queues
+from jobs.scheduling.deployment import model_queues
 from jobs.models import ClusterBeat, Priority, Status, UserWeight, VideoGenerationJob, this_deployment
 from videogen.logformat import log_fields
 

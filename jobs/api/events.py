@@ -37,7 +37,7 @@ from django.dispatch import receiver
 
 from jobs.models import FINISHED, Status, VideoGenerationJob
 from jobs.representation import JOB_STATUS_FIELDS, job_representation
-from jobs.signals import job_progressed, job_status_changed
+from jobs.models.signals import job_progressed, job_status_changed
 from videogen import handoff
 
 logger = logging.getLogger(__name__)
@@ -77,12 +77,12 @@ def _redis_client():
         return _redis
 
 
-@receiver(job_status_changed, dispatch_uid="jobs.events.status_changed")
+@receiver(job_status_changed, dispatch_uid="jobs.api.events.status_changed")
 def _status_changed(sender, *, job, status: str, **kwargs) -> None:
     publish(job.pk, status)
 
 
-@receiver(job_progressed, dispatch_uid="jobs.events.progressed")
+@receiver(job_progressed, dispatch_uid="jobs.api.events.progressed")
 def _progressed(sender, *, job_id: uuid.UUID, **kwargs) -> None:
     publish(job_id, None)
 

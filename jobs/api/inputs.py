@@ -29,9 +29,9 @@ from django.core.files.uploadedfile import UploadedFile
 from rest_framework import serializers
 
 from generation.images import BufferReader, ImageError, decode_image
-from jobs.exceptions import ApiError
-from jobs.files import delete_files
-from jobs.outbound import RefusedURL, check_public_url, connect_checked
+from jobs.api.exceptions import ApiError
+from jobs.services.files import delete_files
+from jobs.services.outbound import RefusedURL, check_public_url, connect_checked
 
 IMAGE_FIELDS = ("image", "last_image")
 MAX_REDIRECTS = 3

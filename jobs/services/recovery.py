@@ -16,11 +16,11 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs.checkpoints import job_drop_checkpoint
-from jobs.deployment import queue_for_model
+from jobs.services.checkpoints import job_drop_checkpoint
+from jobs.scheduling.deployment import queue_for_model
 from jobs.models import ErrorCode, PendingFile, Priority, Status, VideoGenerationJob, this_deployment
-from jobs.lifecycle import broker, job_enqueue
-from jobs.queue import jobs_cancel_past_start_deadline, jobs_preempt_for_high_priority
+from jobs.services.lifecycle import broker, job_enqueue
+from jobs.scheduling.queue import jobs_cancel_past_start_deadline, jobs_preempt_for_high_priority
 from videogen.logformat import log_fields
 
 logger = logging.getLogger(__name__)
