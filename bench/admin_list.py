@@ -1,9 +1,9 @@
 """
 How the jobs admin's list page holds up on a large table.
 
-    .venv/bin/python bench/admin_list.py                      # SQLite, 100,000 jobs
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen .venv/bin/python bench/admin_list.py
-    .venv/bin/python bench/admin_list.py --rows 20000 --repeat 3
+    .venv/bin/python -m bench.admin_list                      # SQLite, 100,000 jobs
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen .venv/bin/python -m bench.admin_list
+    .venv/bin/python -m bench.admin_list --rows 20000 --repeat 3
 
 It builds a throwaway database (a temporary SQLite file, or PostgreSQL's
 `videogen_bench`, dropped at the end), seeds it with a realistic mix of jobs
@@ -22,17 +22,13 @@ Every figure is the median of --repeat loads after one warm-up load.
 import argparse
 import random
 import statistics
-import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.admin_list` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import bench_database, setup_django  # noqa: E402
+from bench.common import bench_database, setup_django
 
 urlpatterns: list = []
 

@@ -4,13 +4,13 @@ HTTP throughput and latency of the API as served: gunicorn started as
 a fixed concurrency for a fixed time (in alternating rounds; medians), against a bare Django view on the same
 settings served the same way (bench/bare.py), run alongside as the baseline.
 
-    .venv/bin/python bench/api.py                          # GET /job, keys off and on
-    .venv/bin/python bench/api.py --duration 20 --connections 16
-    .venv/bin/python bench/api.py --path '/api/v1/videos?user_id=alice' --path /api/v1/models
-    .venv/bin/python bench/api.py --auth none --path '/api/v1/job/{pending}?user_id=alice' --post \
+    .venv/bin/python -m bench.api                          # GET /job, keys off and on
+    .venv/bin/python -m bench.api --duration 20 --connections 16
+    .venv/bin/python -m bench.api --path '/api/v1/videos?user_id=alice' --path /api/v1/models
+    .venv/bin/python -m bench.api --auth none --path '/api/v1/job/{pending}?user_id=alice' --post \
         --redis redis://127.0.0.1:6379/12 --health                    # issue 13's rows
-    .venv/bin/python bench/api.py --server-arg=--workers=4 --env VIDEOGEN_LOG_LEVEL=WARNING
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python bench/api.py
+    .venv/bin/python -m bench.api --server-arg=--workers=4 --env VIDEOGEN_LOG_LEVEL=WARNING
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python -m bench.api
 
 It builds a throwaway database (a temporary SQLite file, or Django's test
 database `test_<name>` for DATABASE_URL, dropped at the end) holding one
@@ -40,15 +40,11 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.api` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     POST_BODY, POST_PATH, POST_USERS, bench_database, cpu_between, cpu_seconds, gunicorn, post_body, python_load,
     seed_jobs, setup_django,
 )

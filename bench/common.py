@@ -3,7 +3,7 @@ What the benchmarks share: Django on a throwaway data directory, a bench
 database, the processes a bench starts (gunicorn as `make run` starts it,
 qclusters), jobs, HTTP load and the CPU it cost, percentiles.
 
-Every script runs from the checkout's root as `.venv/bin/python bench/X.py`
+Every script runs from the checkout's root as `.venv/bin/python -m bench.X`
 (or `.venv/bin/python -m bench.X`) and imports this module as bench.common.
 Only the standard library is imported at the top: bench/gpu.py runs where
 Django is not installed, and the rest is imported once Django is set up.

@@ -7,9 +7,9 @@ what the service would know then. Thousands of jobs in seconds and the
 same jobs for every estimator, so estimators can be compared without a
 real run's noise (bench/fairness.py --parts eta measures the service).
 
-    .venv/bin/python bench/eta_model.py                     # 30 runs of 150 s, 3 users, one worker, 80% load
-    .venv/bin/python bench/eta_model.py --runs 10 --users 10 --workers 2 --load 0.9
-    .venv/bin/python bench/eta_model.py --bench-arrivals      # bench/fairness.py's own submits, run times at random
+    .venv/bin/python -m bench.eta_model                     # 30 runs of 150 s, 3 users, one worker, 80% load
+    .venv/bin/python -m bench.eta_model --runs 10 --users 10 --workers 2 --load 0.9
+    .venv/bin/python -m bench.eta_model --bench-arrivals      # bench/fairness.py's own submits, run times at random
 
 Estimators, each on the same simulated runs:
 
@@ -42,20 +42,16 @@ import argparse
 import heapq
 import random
 import statistics
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.eta_model` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import setup_django  # noqa: E402
+from bench.common import setup_django
 
 setup_django(data_dir=None, quiet=True)
 
-from jobs.scheduling import estimates  # noqa: E402
-from jobs.models import Priority  # noqa: E402
-from jobs.scheduling.queue import fair_key  # noqa: E402
+from jobs.scheduling import estimates
+from jobs.models import Priority
+from jobs.scheduling.queue import fair_key
 
 STEPS = (4, 8, 12)
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)

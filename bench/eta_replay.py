@@ -9,7 +9,7 @@ two estimators can be compared on one real run without a second run's noise
 (a shared box moves a run by tens of percent). "recorded" is what the run's
 GET /job answered, to check the replay against.
 
-    .venv/bin/python bench/eta_replay.py /tmp/eta.csv [more.csv ...]
+    .venv/bin/python -m bench.eta_replay /tmp/eta.csv [more.csv ...]
 
 What it leaves out: a running job's end is estimated from history, not from
 its own step rate (the CSV has only its last step); one worker.
@@ -19,19 +19,16 @@ import csv
 import statistics
 import sys
 from datetime import datetime
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.eta_replay` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import setup_django  # noqa: E402
+from bench.common import setup_django
 
 setup_django(data_dir=None, quiet=True)
 
-from django.conf import settings  # noqa: E402
+from django.conf import settings
 
-from jobs.scheduling import estimates  # noqa: E402
-from jobs.models import Priority  # noqa: E402
+from jobs.scheduling import estimates
+from jobs.models import Priority
 
 
 def moment(value: str) -> datetime | None:

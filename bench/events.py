@@ -4,10 +4,10 @@ The job event stream under load (docs/events.md): gunicorn as
 running jobs from a separate client process, and this process writing the
 jobs' progress as a worker does (set_progress: the row, then the publish).
 
-    .venv/bin/python bench/events.py                                   # SQLite: the once-a-second poll
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_events .venv/bin/python bench/events.py
-    DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379/13 VIDEOGEN_QUEUE_NAME=videogen-events .venv/bin/python bench/events.py
-    .venv/bin/python bench/events.py --preview-only                   # the live preview's cost per step
+    .venv/bin/python -m bench.events                                   # SQLite: the once-a-second poll
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_events .venv/bin/python -m bench.events
+    DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379/13 VIDEOGEN_QUEUE_NAME=videogen-events .venv/bin/python -m bench.events
+    .venv/bin/python -m bench.events --preview-only                   # the live preview's cost per step
 
 Prints:
 - latency from a progress write's commit to each subscriber's reading the
@@ -34,10 +34,8 @@ import threading
 import time
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.events` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     bench_database, cpu_between, cpu_seconds, gunicorn, percentile, python_load, setup_django,
 )
 

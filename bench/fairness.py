@@ -1,9 +1,9 @@
 """
 Fair share, queue positions and estimates, measured.
 
-    .venv/bin/python bench/fairness.py                       # abc, eta, poll (SQLite)
-    .venv/bin/python bench/fairness.py --parts abc --rounds 2
-    DATABASE_URL=postgres://... .venv/bin/python bench/fairness.py --parts claims,poll
+    .venv/bin/python -m bench.fairness                       # abc, eta, poll (SQLite)
+    .venv/bin/python -m bench.fairness --parts abc --rounds 2
+    DATABASE_URL=postgres://... .venv/bin/python -m bench.fairness --parts claims,poll
 
 Parts:
 
@@ -56,11 +56,17 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.fairness` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import (  # noqa: E402
-    JOB, ROOT, clear_jobs, migrate, setup_django, start_qcluster, stop_process, submit, wait_finished, warm_up,
+from bench.common import (
+    JOB,
+    clear_jobs,
+    migrate,
+    setup_django,
+    start_qcluster,
+    stop_process,
+    submit,
+    wait_finished,
+    warm_up,
 )
 
 
@@ -111,7 +117,7 @@ def run_fifo_qcluster() -> None:
 def start_cluster(log, fifo: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {"VIDEOGEN_WORKERS": "1", "VIDEOGEN_QUEUE_POLL": "0.05", "VIDEOGEN_REAPER_INTERVAL": "5",
            **(env or {})}
-    command = [sys.executable, str(ROOT / "bench" / "fairness.py"), "--qcluster-fifo"] if fifo else None
+    command = [sys.executable, "-m", "bench.fairness", "--qcluster-fifo"] if fifo else None
     return start_qcluster(log, env, command)
 
 

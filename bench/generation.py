@@ -1,10 +1,10 @@
 """
 Service overhead against bare diffusers, on the same pipeline and parameters.
 
-    .venv/bin/python bench/generation.py                 # tiny-random on this machine
-    .venv/bin/python bench/generation.py --jobs 9 --steps 30 --frames 24
-    .venv/bin/python bench/generation.py --full-size     # CogVideoX-2b's architecture, random weights (GPU)
-    .venv/bin/python bench/generation.py --engine-image  # image to video: the engine against bare diffusers
+    .venv/bin/python -m bench.generation                 # tiny-random on this machine
+    .venv/bin/python -m bench.generation --jobs 9 --steps 30 --frames 24
+    .venv/bin/python -m bench.generation --full-size     # CogVideoX-2b's architecture, random weights (GPU)
+    .venv/bin/python -m bench.generation --engine-image  # image to video: the engine against bare diffusers
 
 Bare: the diffusers pipeline called directly, then the frames written to an
 MP4 with the service's own encoder settings, N times in this process.
@@ -33,17 +33,14 @@ import os
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.generation` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import FINISHED, gunicorn, migrate, request_json, setup_django, start_qcluster, stop_process  # noqa: E402
-from tests.support.processes import descendants, wait_until  # noqa: E402
+from bench.common import FINISHED, gunicorn, migrate, request_json, setup_django, start_qcluster, stop_process
+from tests.support.processes import descendants, wait_until
 
 
 def parse_args() -> argparse.Namespace:

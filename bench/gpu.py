@@ -3,8 +3,8 @@ The engine on a GPU at full size: CogVideoX-2b at 720x480x49 and Wan 2.1
 1.3B at 832x480x81, with the full architectures and random weights (same
 compute and memory as the real weights, which cannot be downloaded here).
 
-    python3 bench/gpu.py                    # on a CUDA GPU: ~8 minutes, prints the tables
-    .venv/bin/python bench/gpu.py --smoke   # on a CPU: the tiny models at tiny sizes, to check the script
+    python3 -m bench.gpu                    # on a CUDA GPU: ~8 minutes, prints the tables
+    .venv/bin/python -m bench.gpu --smoke   # on a CPU: the tiny models at tiny sizes, to check the script
 
 What it measures, in order of importance (a section that would not finish
 inside --budget seconds is skipped and said so):
@@ -31,20 +31,16 @@ import gc
 import json
 import os
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.gpu` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-from generation import pipelines  # noqa: E402
-from generation.pipelines import GenerationParams, LoadOptions, OutOfMemory, generate_frames, load_pipeline  # noqa: E402
-from generation.registry import BUILTIN_SPECS  # noqa: E402
-from generation.tiny import cast_like_from_pretrained  # noqa: E402
+from generation import pipelines
+from generation.pipelines import GenerationParams, LoadOptions, OutOfMemory, generate_frames, load_pipeline
+from generation.registry import BUILTIN_SPECS
+from generation.tiny import cast_like_from_pretrained
 
 SPECS = {spec.name: spec for spec in BUILTIN_SPECS}
 PROMPT = "a golden retriever running through a field of flowers at sunset, slow camera pan"

@@ -7,11 +7,11 @@ same process as the baseline. bench/api.py measures the served figures; this
 one leaves out gunicorn, the load generator and the scheduler of a shared
 box, so it moves less between runs and shows what a code change did.
 
-    .venv/bin/python bench/handler.py
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_handler .venv/bin/python bench/handler.py --requests 2000
-    .venv/bin/python bench/handler.py --profile          # also each row's top lines (cProfile, CPU clock)
-    .venv/bin/python bench/handler.py --root /work/wt-old  # the code of another checkout (a worktree at an older commit)
-    .venv/bin/python bench/handler.py --ladder        # also a poll built up step by step (bench/ladder.py)
+    .venv/bin/python -m bench.handler
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_handler .venv/bin/python -m bench.handler --requests 2000
+    .venv/bin/python -m bench.handler --profile          # also each row's top lines (cProfile, CPU clock)
+    .venv/bin/python -m bench.handler --root /work/wt-old  # the code of another checkout (a worktree at an older commit)
+    .venv/bin/python -m bench.handler --ladder        # also a poll built up step by step (bench/ladder.py)
 
 Rows: the bare view, GET /job for a pending and a completed job of alice's
 (auth none), and POST /generate with the ORM broker (no worker runs, so
@@ -28,12 +28,9 @@ import pstats
 import statistics
 import sys
 import time
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.handler` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import POST_PATH, ROOT, bench_database, post_body, seed_jobs, setup_django  # noqa: E402
+from bench.common import POST_PATH, ROOT, bench_database, post_body, seed_jobs, setup_django
 
 
 def main() -> None:

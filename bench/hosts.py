@@ -9,7 +9,7 @@ each --rounds times:
   lost      B's whole cluster SIGKILLed mid-job: the job completes on C (attempt 2)
   stopped   B stopped for good (SIGTERM) with --waiting jobs queued: C runs them all
 
-    DATABASE_URL=postgres://... REDIS_URL=redis://127.0.0.1:6379/N .venv/bin/python bench/hosts.py
+    DATABASE_URL=postgres://... REDIS_URL=redis://127.0.0.1:6379/N .venv/bin/python -m bench.hosts
     ... bench/hosts.py --rounds 3 --heartbeat-timeout 60
 
 Prints, per scenario, the seconds each round took (for "lost": from the kill
@@ -27,11 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.hosts` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import FINISHED, migrate, setup_django  # noqa: E402
-from tests.support.hosts import (  # noqa: E402
+from bench.common import FINISHED, migrate, setup_django
+from tests.support.hosts import (
     FAST_RECOVERY, LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env,
 )
 

@@ -11,8 +11,8 @@ of the image's bytes, beside the same for the request parser alone (DRF's
 parse of the body, before our code sees it). The goal: at most one copy of
 the upload beyond the parser's.
 
-    .venv/bin/python bench/images.py
-    .venv/bin/python bench/images.py --requests 20 --megabytes 5
+    .venv/bin/python -m bench.images
+    .venv/bin/python -m bench.images --requests 20 --megabytes 5
 """
 
 import argparse
@@ -26,10 +26,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.images` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import bench_database, setup_django  # noqa: E402
+from bench.common import ROOT, bench_database, setup_django
 
 
 def noise_png(megabytes: float) -> bytes:
@@ -144,9 +142,9 @@ def main() -> None:
         baseline = None
         for row in range(len(ROWS)):
             output = subprocess.run(
-                [sys.executable, __file__, "--row", str(row), "--requests", str(args.requests),
+                [sys.executable, "-m", "bench.images", "--row", str(row), "--requests", str(args.requests),
                  "--megabytes", str(args.megabytes)],
-                capture_output=True, text=True, check=True,
+                cwd=ROOT, capture_output=True, text=True, check=True,
             ).stdout
             figures = json.loads(output.strip().splitlines()[-1])
             baseline = baseline or figures["cpu_ms"]

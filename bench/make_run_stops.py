@@ -10,8 +10,8 @@ terminal sends it, at two moments:
 A stop is in time when no process of the group is left within --limit
 seconds (default 3).
 
-    .venv/bin/python bench/make_run_stops.py              # 20 stops at each moment
-    .venv/bin/python bench/make_run_stops.py --rounds 3 --moment job
+    .venv/bin/python -m bench.make_run_stops              # 20 stops at each moment
+    .venv/bin/python -m bench.make_run_stops --rounds 3 --moment job
 
 Prints, for each moment: stops, in time, the slowest and the median stop in
 seconds. Exits non-zero unless every stop was in time. Each `make run` has
@@ -26,10 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.make_run_stops` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import setup_django  # noqa: E402
+from bench.common import setup_django
 
 
 def parse_args() -> argparse.Namespace:

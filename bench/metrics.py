@@ -1,8 +1,8 @@
 """
 What a Prometheus scrape of /metrics costs with a million jobs in the table.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python bench/metrics.py
-    .venv/bin/python bench/metrics.py --rows 100000      # SQLite, smaller
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python -m bench.metrics
+    .venv/bin/python -m bench.metrics --rows 100000      # SQLite, smaller
 
 It builds a throwaway database (Django's test database for DATABASE_URL:
 `test_<name>`, dropped at the end), fills the jobs table with --rows jobs in
@@ -18,14 +18,10 @@ with the jobs table empty. The goal is under 50 ms at 1M rows on PostgreSQL.
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.metrics` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import bench_database, percentile, setup_django  # noqa: E402
+from bench.common import bench_database, percentile, setup_django
 
 MODELS = ("tiny-random", "tiny-random-wan", "cogvideox-2b")
 

@@ -7,16 +7,16 @@ that saving costs at the default interval (60 s) and at 1 s. Against a
 baseline run alongside: the same job with no checkpoints, and with a
 checkpoint after every step (the cost the interval bounds).
 
-    .venv/bin/python bench/resume.py
-    .venv/bin/python bench/resume.py --steps 20 --frames 17 --size 128
+    .venv/bin/python -m bench.resume
+    .venv/bin/python -m bench.resume --steps 20 --frames 17 --size 128
 
 The share at an interval is (serialize + store) / max(interval, one step's
 time): at most one save per interval, and never more than one per step.
 The soak with kills (steps recomputed with checkpoints and without) is
 bench/soak.py --checkpoint-seconds.
 
-    .venv/bin/python bench/resume.py --preemption
-    .venv/bin/python bench/resume.py --preemption --settings off,10,2 --high-jobs 6 --low-jobs 12
+    .venv/bin/python -m bench.resume --preemption
+    .venv/bin/python -m bench.resume --preemption --settings off,10,2 --high-jobs 6 --low-jobs 12
 
 --preemption measures instead how long a high-priority job waits for a
 worker while the only one is busy with low-priority jobs: a real
@@ -36,15 +36,12 @@ import math
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.resume` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     JOB, clear_jobs, migrate, setup_django, start_qcluster, stop_process, submit, wait_finished, warm_up,
 )
 

@@ -10,8 +10,8 @@ How the service scales on one machine, side by side in one run:
               broker vs Redis, each at django-q2's poll interval as deployed
               (VIDEOGEN_QUEUE_POLL, 0.2 s). Goal: Redis p50 <= 50 ms.
 
-    .venv/bin/python bench/scale.py
-    DATABASE_URL=postgres://... REDIS_URL=redis://127.0.0.1:6379/N .venv/bin/python bench/scale.py --rounds 3
+    .venv/bin/python -m bench.scale
+    DATABASE_URL=postgres://... REDIS_URL=redis://127.0.0.1:6379/N .venv/bin/python -m bench.scale --rounds 3
 
 Throughput uses the broker of the environment (REDIS_URL, else the ORM);
 dispatch measures Redis only when REDIS_URL is set. A throwaway SQLite
@@ -30,10 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.scale` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import ROOT, migrate, percentile, setup_django, start_qcluster, stop_process  # noqa: E402
+from bench.common import ROOT, migrate, percentile, setup_django, start_qcluster, stop_process
 
 # About 3 s of denoising on one thread: the model build and the encode are
 # small beside it, as they are for a real model.
@@ -153,7 +151,7 @@ def dispatch(args, data_dir: Path) -> dict[str, list[float]]:
     results = {}
     for broker, env in brokers.items():
         answer = subprocess.run(
-            [sys.executable, __file__, "--dispatch-child", "--dispatch-jobs", str(args.dispatch_jobs)],
+            [sys.executable, "-m", "bench.scale", "--dispatch-child", "--dispatch-jobs", str(args.dispatch_jobs)],
             env={**env, "SCALE_DATA_DIR": str(data_dir)}, cwd=ROOT, capture_output=True, text=True,
         )
         if answer.returncode:

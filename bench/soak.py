@@ -5,15 +5,15 @@ random (and once kills the whole cluster and starts it again). Every job
 must end completed, failed with a reason, or cancelled: none stuck, none run
 twice.
 
-    .venv/bin/python bench/soak.py                      # 40 jobs, 12 kills
-    .venv/bin/python bench/soak.py --jobs 100 --kills 30
+    .venv/bin/python -m bench.soak                      # 40 jobs, 12 kills
+    .venv/bin/python -m bench.soak --jobs 100 --kills 30
 
 The production shape: PostgreSQL in DATABASE_URL, Redis in REDIS_URL (its
 own queue name is chosen here), and --s3 for an S3 server (moto's, started
 here, as in the tests) instead of files on disk:
 
     DATABASE_URL=postgres://... REDIS_URL=redis://127.0.0.1:6379/N \
-        .venv/bin/python bench/soak.py --s3 --jobs 40 --kills 12
+        .venv/bin/python -m bench.soak --s3 --jobs 40 --kills 12
 
 Prints jobs submitted, completed, failed by class, stuck (must be 0),
 duplicates (must be 0) and orphaned objects (stored files of no completed
@@ -36,10 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.soak` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     FINISHED, gunicorn, migrate, request_json, setup_django, start_qcluster, stop_process,
 )
 

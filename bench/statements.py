@@ -11,8 +11,8 @@ Ways of sending each statement:
 - server: parameters sent apart, parsed and planned each time;
 - prepared: parsed and planned once (videogen.postgresql's prepared_cursor()).
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_statements .venv/bin/python bench/statements.py
-    DATABASE_URL=... .venv/bin/python bench/statements.py --runs 5000 --rounds 3
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_statements .venv/bin/python -m bench.statements
+    DATABASE_URL=... .venv/bin/python -m bench.statements --runs 5000 --rounds 3
 
 Builds Django's throwaway test database for DATABASE_URL (bench.common's
 seed_jobs: 2,000 jobs), drops it at the end. Medians of alternating rounds.
@@ -21,15 +21,11 @@ seed_jobs: 2,000 jobs), drops it at the end. Medians of alternating rounds.
 import argparse
 import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.statements` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import bench_database, process_cpu, seed_jobs, setup_django  # noqa: E402
+from bench.common import bench_database, process_cpu, seed_jobs, setup_django
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ whole foreground group (Ctrl-C). A stop is in time when every process has
 exited within VIDEOGEN_SHUTDOWN_TIMEOUT + 10 s; the job is handed back when
 it is pending again with its attempt not counted.
 
-    .venv/bin/python bench/stops.py              # 20 stops each way
-    .venv/bin/python bench/stops.py --rounds 5
+    .venv/bin/python -m bench.stops              # 20 stops each way
+    .venv/bin/python -m bench.stops --rounds 5
 
 Prints, for each way: stops, stopped in time, hung (killed with SIGKILL
 after the deadline), jobs handed back. Exits non-zero unless every stop was
@@ -22,12 +22,9 @@ import signal
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.stops` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import migrate, setup_django, start_qcluster  # noqa: E402
+from bench.common import migrate, setup_django, start_qcluster
 
 WAYS = {
     "SIGTERM to the process group (systemd)": lambda pid: os.killpg(pid, signal.SIGTERM),

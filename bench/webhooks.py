@@ -12,8 +12,8 @@ verifies every signature (tests/support/receiver.py).
    generation time per job (started_at to completed_at) of each and their
    ratio. The goal is within 2%.
 
-    .venv/bin/python bench/webhooks.py                                   # ORM broker, throwaway SQLite
-    REDIS_URL=redis://127.0.0.1:6379/6 .venv/bin/python bench/webhooks.py  # Redis broker
+    .venv/bin/python -m bench.webhooks                                   # ORM broker, throwaway SQLite
+    REDIS_URL=redis://127.0.0.1:6379/6 .venv/bin/python -m bench.webhooks  # Redis broker
 
 Uses a throwaway data directory (SQLite), or the database in DATABASE_URL.
 """
@@ -24,12 +24,9 @@ import shutil
 import statistics
 import sys
 import time
-from pathlib import Path
 
-if not __package__:  # run as a file: import from the checkout's root, as `python -m bench.webhooks` does
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import migrate, percentile, setup_django, start_qcluster, stop_process  # noqa: E402
+from bench.common import migrate, percentile, setup_django, start_qcluster, stop_process
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 JOB = {"fps": 8, "num_frames": 9, "width": 64, "height": 64, "num_inference_steps": 20, "guidance_scale": 4.5}
