@@ -8,7 +8,7 @@ settings served the same way (bench/bare.py), run alongside as the baseline.
     .venv/bin/python -m bench.api --duration 20 --connections 16
     .venv/bin/python -m bench.api --path '/api/v1/videos?user_id=alice' --path /api/v1/models
     .venv/bin/python -m bench.api --auth none --path '/api/v1/job/{pending}?user_id=alice' --post \
-        --redis redis://127.0.0.1:6379/12 --health                    # issue 13's rows
+        --redis redis://127.0.0.1:6379/12 --health                    # the hot-path rows
     .venv/bin/python -m bench.api --server-arg=--workers=4 --env VIDEOGEN_LOG_LEVEL=WARNING
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/videogen_keys .venv/bin/python -m bench.api
 
@@ -144,10 +144,10 @@ def main() -> None:
               f"{figures['rps'] / bare:7.2f} {vs_none} {vs_original} {figures['app_us']:7.0f} {figures['db_us']:7.0f}"
               f" {bare_cpu / cpu if cpu else 0:8.2f}")
     print("/ orig: this row's share of the bare view against the original FastAPI service's share of its bare view, "
-          "both as issue 13 measured them on this machine (the original's code is not in this repository).")
+          "both as measured side by side on this machine (bench/history/hot-paths.md; the original's code is not in this repository).")
 
 
-# Issue 13's side-by-side run on this machine: the original FastAPI + Celery
+# The side-by-side run on this machine (bench/history/hot-paths.md): the original FastAPI + Celery
 # service (model stubbed, one uvicorn process) against a bare Django view
 # (gunicorn, one sync worker), medians of its two runs each. Its code is not
 # in this repository, so it cannot run alongside; its throughput as a share

@@ -17,8 +17,8 @@ Estimators, each on the same simulated runs:
 - stretched: the estimate before the catch-up (9f3a5fc): each wait
   divided by 1 - the share of the workers that users who have used less
   than the job's user submit new work at;
-- catch-up: the expected start (estimates.Arrivals, the service's until
-  issue 28): another user's new work goes first only until their worker
+- catch-up: the expected start (estimates.Arrivals, the service's before
+  likeliest_waits): another user's new work goes first only until their worker
   time reaches this job's user's;
 - likeliest: the service's (estimates.likeliest_waits): the catch-up's
   expected start unless another is likelier to be within 25% of the actual

@@ -131,7 +131,7 @@ MAX_ARRIVING_SHARE = 0.9
 # every BUILD_POLL seconds meanwhile.
 BUILD_LEASE = 30.0
 BUILD_POLL = 0.2
-# An estimated start aims to be within this share of the actual wait (likeliest_waits): issue 28's goal.
+# An estimated start aims to be within this share of the actual wait (likeliest_waits): the goal in bench/RESULTS.md.
 WITHIN = 0.25
 # ... and moves the expected start no further than to be at most this much less likely within it than the likeliest.
 LIKELIER = 0.05
