@@ -1,3 +1,9 @@
+"""
+What the workers and the scheduler record: users' fair-share weights, each
+qcluster's liveness (ClusterBeat, one rule), the stored queue snapshots,
+the job metrics' series and the workers' GPU memory.
+"""
+
 from datetime import timedelta
 
 from django.conf import settings

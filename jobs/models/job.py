@@ -1,3 +1,9 @@
+"""
+The job: its statuses, modes, priorities and error codes; the one QuerySet
+method that filters by user; the state changes as conditional updates; and
+the files an unfinished attempt uploaded (PendingFile).
+"""
+
 import copy
 import uuid
 from datetime import timedelta

@@ -1,3 +1,8 @@
+"""
+API keys: stored as a SHA-256 of the key, checked and cached per process
+for VIDEOGEN_API_KEY_CACHE_SECONDS.
+"""
+
 import hashlib
 import hmac
 import secrets

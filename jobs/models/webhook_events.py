@@ -1,3 +1,7 @@
+"""
+A job's webhook events and each attempt to deliver one.
+"""
+
 from django.db import models
 from django.utils import timezone
 
