@@ -800,10 +800,13 @@ class Rebuilds:
     def stale(self, queue: str | None, job: VideoGenerationJob) -> Snapshot:
         """The snapshot a poll of `job` answers from, this process's for the queue being stale."""
         with _snapshot_lock:
-            snapshot = _snapshots[queue]
-            if _needs_rebuild(snapshot, job):
-                _rebuild_in_background(queue, snapshot, job)
-            return snapshot
+            snapshot = _snapshots.get(queue)
+            if snapshot is not None:
+                if _needs_rebuild(snapshot, job):
+                    _rebuild_in_background(queue, snapshot, job)
+                return snapshot
+        # Forgotten meanwhile (forget_snapshots): as at the process's first poll.
+        return build_now(queue, job, if_stale=False)
 
     def entered(self, queue: str | None, job: VideoGenerationJob) -> None:
         """`job` was submitted to the queue."""

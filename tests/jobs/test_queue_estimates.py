@@ -467,6 +467,17 @@ def test_without_a_snapshot_concurrent_polls_build_one_inline(in_background, mak
     assert fake.builds == 1
 
 
+def test_a_stale_poll_whose_snapshot_was_forgotten_meanwhile_builds_one_inline(in_background, make_job,
+                                                                              monkeypatch):
+    job = make_job()
+    fake = FakeSnapshots(lambda: [job.id])
+    monkeypatch.setattr(estimates, "_fresh_snapshot", fake)
+    queue = estimates.queue_for_model(job.model_name)
+
+    assert estimates.rebuilds.stale(queue, job).standing[job.id] == (1, None)
+    assert fake.builds == 1
+
+
 def test_the_rebuild_thread_closes_its_database_connection(in_background, make_job, monkeypatch):
     job = make_job()
     monkeypatch.setattr(estimates, "_fresh_snapshot", FakeSnapshots(lambda: [job.id]))
