@@ -27,7 +27,6 @@ import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
 
-
 from bench.common import bench_database, setup_django
 
 urlpatterns: list = []

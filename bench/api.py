@@ -43,7 +43,6 @@ import subprocess
 import tempfile
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-
 from bench.common import (
     POST_BODY, POST_PATH, POST_USERS, bench_database, cpu_between, cpu_seconds, gunicorn, post_body, python_load,
     seed_jobs, setup_django,

@@ -44,7 +44,6 @@ import random
 import statistics
 from datetime import datetime, timedelta, timezone
 
-
 from bench.common import setup_django
 
 setup_django(data_dir=None, quiet=True)

@@ -20,7 +20,6 @@ import statistics
 import sys
 from datetime import datetime
 
-
 from bench.common import setup_django
 
 setup_django(data_dir=None, quiet=True)

@@ -34,7 +34,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from bench.common import (
     bench_database, cpu_between, cpu_seconds, gunicorn, percentile, python_load, setup_django,
 )

@@ -56,17 +56,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-
 from bench.common import (
-    JOB,
-    clear_jobs,
-    migrate,
-    setup_django,
-    start_qcluster,
-    stop_process,
-    submit,
-    wait_finished,
-    warm_up,
+    JOB, clear_jobs, migrate, setup_django, start_qcluster, stop_process, submit, wait_finished, warm_up,
 )
 
 

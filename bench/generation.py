@@ -38,7 +38,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-
 from bench.common import FINISHED, gunicorn, migrate, request_json, setup_django, start_qcluster, stop_process
 from tests.support.processes import descendants, wait_until
 

@@ -29,7 +29,6 @@ import statistics
 import sys
 import time
 
-
 from bench.common import POST_PATH, ROOT, bench_database, post_body, seed_jobs, setup_django
 
 

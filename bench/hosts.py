@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from bench.common import FINISHED, migrate, setup_django
 from tests.support.hosts import (
     FAST_RECOVERY, LONG_JOB, ApiHost, WorkerHost, completions, expected_objects, worker_env,

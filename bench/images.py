@@ -26,7 +26,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-
 from bench.common import ROOT, bench_database, setup_django
 
 

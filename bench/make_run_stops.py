@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from bench.common import setup_django
 
 

@@ -20,7 +20,6 @@ import argparse
 import os
 import time
 
-
 from bench.common import bench_database, percentile, setup_django
 
 MODELS = ("tiny-random", "tiny-random-wan", "cogvideox-2b")

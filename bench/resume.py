@@ -40,7 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from bench.common import (
     JOB, clear_jobs, migrate, setup_django, start_qcluster, stop_process, submit, wait_finished, warm_up,
 )

@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from bench.common import ROOT, migrate, percentile, setup_django, start_qcluster, stop_process
 
 # About 3 s of denoising on one thread: the model build and the encode are

@@ -36,7 +36,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 from bench.common import (
     FINISHED, gunicorn, migrate, request_json, setup_django, start_qcluster, stop_process,
 )

@@ -24,7 +24,6 @@ import statistics
 import time
 import uuid
 
-
 from bench.common import bench_database, process_cpu, seed_jobs, setup_django
 
 

@@ -23,7 +23,6 @@ import sys
 import time
 from collections import Counter
 
-
 from bench.common import migrate, setup_django, start_qcluster
 
 WAYS = {

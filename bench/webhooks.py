@@ -25,7 +25,6 @@ import statistics
 import sys
 import time
 
-
 from bench.common import migrate, percentile, setup_django, start_qcluster, stop_process
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
