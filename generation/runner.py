@@ -136,7 +136,7 @@ class LivePreviewWriter:
             return
         try:
             # Replaced in one step: a reader never finds the preview missing between two redraws.
-            put_replacing(self.name, self.preview.jpeg(latents))
+            put_replacing(self.name, self.preview.jpeg(latents), durable=False)
         except Exception:
             logger.warning("could not store the live preview", exc_info=True, extra=self.log_fields)
 

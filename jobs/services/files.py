@@ -162,14 +162,15 @@ def presigned_url(stored: FieldFile, *, content_type: str, filename: str) -> str
     )
 
 
-def put_replacing(name: str, data: bytes, storage: Storage = default_storage) -> None:
+def put_replacing(name: str, data: bytes, storage: Storage = default_storage, *, durable: bool = True) -> None:
     """
     Store data at exactly `name`, replacing what is there. Django's
     storage.save never overwrites (it picks another name), so: on disk, a
     temporary file in the same directory renamed over the old one (atomic on
-    one filesystem); on S3, one upload to the fixed key, which S3 makes
-    visible only once whole (a single PutObject, or a multipart upload at
-    its completion).
+    one filesystem; `durable` flushes it to the disk first, so a crash
+    cannot leave the name pointing at an empty file); on S3, one upload to
+    the fixed key, which S3 makes visible only once whole (a single
+    PutObject, or a multipart upload at its completion).
     """
     if is_s3(storage):
         # _save is the backend's own upload to the exact key; save() would first look for a free name.
@@ -182,8 +183,9 @@ def put_replacing(name: str, data: bytes, storage: Storage = default_storage) ->
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         try:
