@@ -1,9 +1,11 @@
 from datetime import timedelta
 
+import pytest
 from django.db.models import F
 from django.utils import timezone
 
 from jobs.models import ErrorCode, Status, VideoGenerationJob
+from jobs.models.signals import job_status_changed
 from tests.support.jobs import a_failed_run
 
 
@@ -57,6 +59,38 @@ def test_transition_evaluates_expressions_in_the_database(make_job):
     assert job.attempts == 3
 
 
+def test_a_status_change_is_announced_to_its_listeners_with_the_job_as_written(make_job):
+    job = make_job()
+    heard = []
+
+    def listener(sender, *, job, status, **kwargs):
+        heard.append((job.pk, status, job.status, job.progress))
+
+    job_status_changed.connect(listener)
+    try:
+        job.transition(Status.RUNNING, from_={Status.PENDING}, progress=5)
+    finally:
+        job_status_changed.disconnect(listener)
+
+    assert heard == [(job.pk, Status.RUNNING, Status.RUNNING, 5)]
+
+
+def test_a_listener_that_fails_rolls_the_change_back_and_leaves_the_instance_as_it_was(make_job):
+    job = make_job(attempts=2)
+
+    def listener(sender, **kwargs):
+        raise RuntimeError("a listener failed")
+
+    job_status_changed.connect(listener)
+    try:
+        with pytest.raises(RuntimeError):
+            job.transition(Status.RUNNING, from_={Status.PENDING}, progress=5, attempts=F("attempts") + 1)
+    finally:
+        job_status_changed.disconnect(listener)
+
+    assert (job.status, job.progress, job.attempts) == (Status.PENDING, 0, 2)
+    job.refresh_from_db()
+    assert (job.status, job.progress, job.attempts) == (Status.PENDING, 0, 2)
 
 
 def test_requeue_leaves_nothing_of_the_last_run_and_counts_an_attempt(make_job):
