@@ -15,9 +15,9 @@ What it leaves out: a running job's end is estimated from history, not from
 its own step rate (the CSV has only its last step); one worker.
 """
 
+import argparse
 import csv
 import statistics
-import sys
 from datetime import datetime
 
 from bench.common import setup_django
@@ -105,13 +105,16 @@ def show(label: str, errors: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csv", nargs="+", help="bench/fairness.py --eta-csv files")
+    paths = parser.parse_args().csv
     pooled: dict[str, list[float]] = {}
-    for path in sys.argv[1:]:
+    for path in paths:
         errors = replay(read(path))
         show(path, errors)
         for name, signed in errors.items():
             pooled.setdefault(name, []).extend(signed)
-    if len(sys.argv) > 2:
+    if len(paths) > 1:
         show("all runs", pooled)
 
 
