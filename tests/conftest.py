@@ -7,6 +7,7 @@ from generation.encoding import encode_mp4, write_poster
 from jobs.models import Status, VideoGenerationJob
 from tests.support.broker import empty_redis_queue  # noqa: F401 (an autouse fixture)
 from tests.support.cluster import running_qcluster
+from tests.support.database import flush_survives_deadlocks  # noqa: F401 (an autouse fixture)
 from tests.support.jobs import FAST_JOB, gradient_frames
 
 

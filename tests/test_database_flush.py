@@ -1,0 +1,75 @@
+"""
+Emptying the test database between transactional tests survives a deadlock
+with a transaction of a process a module keeps running (a qcluster, a
+gunicorn): tests/support/database.py. CI's Redis leg once failed a test at its
+teardown this way.
+"""
+
+import re
+import threading
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.core.management.color import no_style
+from django.core.management.sql import sql_flush
+from django.db import connection
+
+from jobs.models import VideoGenerationJob
+from tests.support.database import flush_retrying_deadlocks
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def other_connection(**options) -> psycopg.Connection:
+    params = connection.get_connection_params()
+    keep = ("host", "port", "user", "password", "dbname")
+    return psycopg.connect(**{k: v for k, v in params.items() if k in keep}, **options)
+
+
+def test_emptying_the_database_is_tried_again_when_it_deadlocks_with_another_transaction(make_job):
+    if connection.vendor != "postgresql":
+        pytest.skip("the PostgreSQL backend")
+    make_job(user_id="alice")
+    tables = re.findall(r'"[^"]+"', sql_flush(no_style(), connection)[0])  # in the order TRUNCATE locks them
+    attempts, failures = [], []
+
+    def flush(_test_case):
+        attempts.append(1)
+        call_command("flush", verbosity=0, interactive=False)
+
+    def empty():
+        try:
+            flush_retrying_deadlocks(flush)(None)
+        except Exception as error:  # noqa: BLE001 (reported to the test's thread)
+            failures.append(error)
+        finally:
+            connection.close()
+
+    with other_connection() as other, other_connection(autocommit=True) as observer:
+        # This transaction detects no deadlock itself, so the server aborts the TRUNCATE, as it did in CI.
+        other.execute("SET deadlock_timeout = '30s'")
+        other.execute(f"SELECT 1 FROM {tables[-1]} LIMIT 1")  # the last table TRUNCATE locks
+        emptying = threading.Thread(target=empty)
+        emptying.start()
+
+        def truncate_waiting():
+            return observer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'TRUNCATE%%' AND wait_event_type = 'Lock'"
+            ).fetchone()
+
+        (pid,) = wait_until(truncate_waiting, "the TRUNCATE waiting for a lock", timeout=30)
+        held = observer.execute(
+            "SELECT relation::regclass::text FROM pg_locks WHERE pid = %s AND granted "
+            "AND locktype = 'relation' AND mode = 'AccessExclusiveLock' LIMIT 1",
+            [pid],
+        ).fetchone()
+        assert held, "TRUNCATE holds a table while it waits for the last one"
+        other.execute(f'SELECT 1 FROM "{held[0]}" LIMIT 1')  # the deadlock; TRUNCATE is aborted
+        other.commit()
+        emptying.join(timeout=60)
+
+    assert not failures, failures
+    assert len(attempts) == 2, "the deadlocked flush, then the one that emptied the database"
+    assert not VideoGenerationJob.objects.exists()
