@@ -10,13 +10,30 @@ two estimators can be compared on one real run without a second run's noise
 GET /job answered, to check the replay against.
 
     .venv/bin/python -m bench.eta_replay /tmp/eta.csv [more.csv ...]
+    .venv/bin/python -m bench.eta_replay --floor /tmp/eta.csv           # and what no estimate could beat
 
 What it leaves out: a running job's end is estimated from history, not from
 its own step rate (the CSV has only its last step); one worker.
+
+--floor adds what is left when only the future arrivals are unknown. Each
+measured job's start is played from its submit by the fair policy (one
+worker, the run's own gap between a job's end and the next claim; jobs
+started by then keep their recorded times, so the running job's end is
+known exactly):
+
+- foreseen: once, with the run's actual later submits and run times: it
+  checks the play against what the run did (expect about 0%);
+- law, mean / law, best: PLAYS times, each user's later jobs arriving at
+  random at the rate bench/fairness.py paced them at (a third of 80% load at
+  its warm-up's median run), waiting and new jobs' run times drawn from the
+  run's own; the plays' mean start, and the start within 25% of the most
+  plays. No estimate made at the submit, from the past and the true rates,
+  can be expected to beat "law, best" on the goal's measure.
 """
 
 import argparse
 import csv
+import random
 import statistics
 from datetime import datetime
 
@@ -26,8 +43,12 @@ setup_django(data_dir=None, quiet=True)
 
 from django.conf import settings
 
-from jobs.scheduling import estimates
+from bench.eta_model import best_window
 from jobs.models import Priority
+from jobs.scheduling import estimates
+
+USERS = ("u1", "u2", "u3")  # bench/fairness.py's; its warm-up jobs are history
+PLAYS = 150
 
 
 def moment(value: str) -> datetime | None:
@@ -95,6 +116,83 @@ def replay(jobs: list[dict]) -> dict[str, list[float]]:
     return errors
 
 
+def play(jobs: list[dict], job: dict, later: list[tuple[float, str, float]], gap: float,
+         seconds: dict[int, float]) -> float:
+    """
+    When `job` starts (seconds since the epoch), played by the fair policy on
+    one worker from its submit: the jobs that waited then run for
+    `seconds`[id]; `later` (submitted, user, seconds), in submission order,
+    join as they come. bench/fairness.py's runs are shorter than the fair
+    window, so each user's worker time is all they ran.
+    """
+    now = job["submitted"].timestamp()
+    used: dict[str, float] = {}
+    free = now
+    queues: dict[str, list[tuple[float, int | None, float]]] = {}
+    for other in jobs:
+        if other["submitted"].timestamp() > now:
+            continue
+        if other["started"].timestamp() <= now:
+            end = other["completed"].timestamp()
+            used[other["user"]] = used.get(other["user"], 0.0) + end - other["started"].timestamp()
+            if end > now:
+                free = end + gap
+        else:
+            entry = (other["submitted"].timestamp(), other["id"], seconds[other["id"]])
+            queues.setdefault(other["user"], []).append(entry)
+    arriving = iter(later)
+    coming = next(arriving, None)
+    while True:
+        while coming is not None and coming[0] <= free:
+            queues.setdefault(coming[1], []).append((coming[0], None, coming[2]))
+            coming = next(arriving, None)
+        waiting = [user for user, queue in queues.items() if queue]
+        if not waiting:
+            free = coming[0]
+            continue
+        user = min(waiting, key=lambda name: (used.get(name, 0.0), queues[name][0][0]))
+        _, job_id, duration = queues[user].pop(0)
+        if job_id == job["id"]:
+            return free
+        used[user] = used.get(user, 0.0) + duration
+        free += duration + gap
+
+
+def floor(jobs: list[dict], rng: random.Random) -> dict[str, list[float]]:
+    """Signed errors of the foreseen start and of the law's mean and best, for the jobs replay() measures."""
+    ordered = sorted(jobs, key=lambda job: job["started"])
+    gap = statistics.median((after["started"] - before["completed"]).total_seconds()
+                            for before, after in zip(ordered, ordered[1:]) if after["submitted"] < before["completed"])
+    warm = sorted((job for job in jobs if job["user"] == "warm-up"), key=lambda job: job["completed"])[1:]
+    rate = 0.8 / (3 * statistics.median((job["completed"] - job["started"]).total_seconds() for job in warm))
+    actual = {job["id"]: (job["completed"] - job["started"]).total_seconds() for job in jobs}
+    runs = [actual[job["id"]] for job in jobs if job["user"] in USERS]
+    errors = {"foreseen": [], "law, mean": [], "law, best": []}
+    for job in jobs:
+        now = job["submitted"].timestamp()
+        wait = job["started"].timestamp() - now
+        measured = job["estimated_start"] is not None and wait >= 1 and duration_model(jobs, job["submitted"])
+        if job["user"] not in USERS or not measured:
+            continue
+        later = [(other["submitted"].timestamp(), other["user"], actual[other["id"]]) for other in jobs
+                 if other["submitted"].timestamp() > now]
+        errors["foreseen"].append((play(jobs, job, later, gap, actual) - job["started"].timestamp()) / wait)
+        waits = []
+        for _ in range(PLAYS):
+            drawn = {other["id"]: rng.choice(runs) for other in jobs}
+            horizon = now + 10 * wait + 60
+            later = []
+            for user in USERS:
+                at = now + rng.expovariate(rate)
+                while at < horizon:
+                    later.append((at, user, rng.choice(runs)))
+                    at += rng.expovariate(rate)
+            waits.append(play(jobs, job, sorted(later), gap, drawn) - now)
+        for name, estimate in (("law, mean", statistics.fmean(waits)), ("law, best", best_window(sorted(waits)))):
+            errors[name].append((estimate - wait) / wait)
+    return errors
+
+
 def show(label: str, errors: dict[str, list[float]]) -> None:
     print(f"{label}: {len(errors['recorded'])} jobs waited >= 1 s")
     for name, signed in errors.items():
@@ -107,10 +205,16 @@ def show(label: str, errors: dict[str, list[float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", nargs="+", help="bench/fairness.py --eta-csv files")
-    paths = parser.parse_args().csv
+    parser.add_argument("--floor", action="store_true", help="add the foreseen start and the law's (see above)")
+    args = parser.parse_args()
+    paths = args.csv
     pooled: dict[str, list[float]] = {}
+    rng = random.Random(1)
     for path in paths:
-        errors = replay(read(path))
+        jobs = read(path)
+        errors = replay(jobs)
+        if args.floor:
+            errors.update(floor(jobs, rng))
         show(path, errors)
         for name, signed in errors.items():
             pooled.setdefault(name, []).extend(signed)
