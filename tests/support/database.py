@@ -12,6 +12,7 @@ import time
 import pytest
 from django.core.management.base import CommandError
 from django.test import TransactionTestCase
+from psycopg.errors import DeadlockDetected
 
 FLUSH_ATTEMPTS = 5
 
@@ -19,7 +20,7 @@ FLUSH_ATTEMPTS = 5
 def is_deadlock(error: BaseException) -> bool:
     """Whether a failed flush failed on a deadlock (its cause chain names one)."""
     while error is not None:
-        if type(error).__name__ == "DeadlockDetected":
+        if isinstance(error, DeadlockDetected):
             return True
         error = error.__cause__ or error.__context__
     return False
