@@ -56,13 +56,14 @@ def test_emptying_the_database_is_tried_again_when_it_deadlocks_with_another_tra
 
         def truncate_waiting():
             return observer.execute(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'TRUNCATE%%' AND wait_event_type = 'Lock'"
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'TRUNCATE%%' AND wait_event_type = 'Lock'"
             ).fetchone()
 
         (pid,) = wait_until(truncate_waiting, "the TRUNCATE waiting for a lock", timeout=30)
         held = observer.execute(
-            "SELECT relation::regclass::text FROM pg_locks WHERE pid = %s AND granted "
-            "AND locktype = 'relation' AND mode = 'AccessExclusiveLock' LIMIT 1",
+            "SELECT relname FROM pg_locks JOIN pg_class ON pg_class.oid = relation AND relkind = 'r' "
+            "WHERE pid = %s AND granted AND locktype = 'relation' AND mode = 'AccessExclusiveLock' LIMIT 1",
             [pid],
         ).fetchone()
         assert held, "TRUNCATE holds a table while it waits for the last one"
