@@ -27,8 +27,8 @@ known exactly):
   random at the rate bench/fairness.py paced them at (a third of 80% load at
   its warm-up's median run), waiting and new jobs' run times drawn from the
   run's own; the plays' mean start, and the start within 25% of the most
-  plays. No estimate made at the submit, from the past and the true rates,
-  can be expected to beat "law, best" on the goal's measure.
+  plays. What an estimate at the submit could answer if it knew the true
+  rates and the running job's end: the floor under the service's.
 """
 
 import argparse
