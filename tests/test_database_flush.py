@@ -1,7 +1,8 @@
 """
 Emptying the test database between transactional tests survives a deadlock
 with a transaction of a process a module keeps running (a qcluster, a
-gunicorn): tests/support/database.py. CI's Redis leg once failed a test at its
+gunicorn): tests/support/database.py, through the teardown its session
+fixture installs. CI's Redis leg once failed a test at its
 teardown this way.
 """
 
@@ -10,13 +11,13 @@ import threading
 
 import psycopg
 import pytest
-from django.core.management import call_command
 from django.core.management.color import no_style
+from django.core.management.commands.flush import Command as FlushCommand
 from django.core.management.sql import sql_flush
 from django.db import connection
+from django.test import TransactionTestCase
 
 from jobs.models import VideoGenerationJob
-from tests.support.database import flush_retrying_deadlocks
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,20 +29,24 @@ def other_connection(**options) -> psycopg.Connection:
     return psycopg.connect(**{k: v for k, v in params.items() if k in keep}, **options)
 
 
-def test_emptying_the_database_is_tried_again_when_it_deadlocks_with_another_transaction(make_job):
+def test_emptying_the_database_is_tried_again_when_it_deadlocks_with_another_transaction(make_job, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("the PostgreSQL backend")
     make_job(user_id="alice")
     tables = re.findall(r'"[^"]+"', sql_flush(no_style(), connection)[0])  # in the order TRUNCATE locks them
     attempts, failures = [], []
+    flush = FlushCommand.handle
 
-    def flush(_test_case):
+    def counted(command, **options):
         attempts.append(1)
-        call_command("flush", verbosity=0, interactive=False)
+        return flush(command, **options)
+
+    monkeypatch.setattr(FlushCommand, "handle", counted)
 
     def empty():
         try:
-            flush_retrying_deadlocks(flush)(None)
+            # The teardown every transactional test ends with, as the session's fixture installed it.
+            TransactionTestCase()._fixture_teardown()
         except Exception as error:  # noqa: BLE001 (reported to the test's thread)
             failures.append(error)
         finally:
