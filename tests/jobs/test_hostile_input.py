@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from jobs.api.views import VIDEOS_PARAMS
 from jobs.models import Status
 
 pytestmark = pytest.mark.django_db
@@ -240,7 +241,9 @@ def test_submit_with_a_different_user_id_in_the_query_is_a_400(api, db):
 @given(
     params=st.lists(
         st.tuples(st.text(min_size=1, max_size=12), st.text(max_size=12)), min_size=1, max_size=4
-    ).filter(lambda pairs: any(name != "user_id" for name, _ in pairs))
+    # At least one parameter neither path takes. Hypothesis also draws the project's own string
+    # constants, so it does offer /videos' real ones (`cursor=` alone is its first page, a 200).
+    ).filter(lambda pairs: any(name not in VIDEOS_PARAMS for name, _ in pairs))
 )
 @FUZZ
 def test_no_query_string_widens_a_users_view_of_jobs(api, make_job, params):
